@@ -1,0 +1,379 @@
+"""Diagonal Fisher information of every trainable weight of an image classifier.
+
+Three estimators, all returned as the mean over the data, one tensor per trainable
+named parameter (same names and shapes as ``model.named_parameters()``):
+
+- ``"empirical"`` (DeepClean): ``1/N sum_i (d log p(y_i|x_i) / dw)^2`` with the true
+  labels, from exact per-sample gradients (``torch.func`` ``vmap(grad(...))`` in chunks,
+  or a per-sample loop when the model cannot be vmapped).
+- ``"expected"``: the true Fisher, ``1/N sum_i sum_c p(c|x_i) (d log p(c|x_i) / dw)^2``,
+  an exact sum over all classes under the model's own predictive distribution (no label
+  sampling): one forward and ``num_classes`` vector-Jacobian products per sample.
+- ``"batch"``: ``1/B sum_b (d L_b / dw)^2`` where ``L_b`` is the mean cross-entropy of
+  mini-batch ``b``, as Selective Synaptic Dampening computes it. Cheap (one backward per
+  batch) but a different quantity: it depends on the batch size.
+
+With an ``accelerate.Accelerator`` every process sums over its own shard (no padded
+duplicates), and one all-reduce adds the float64 totals and the counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, jacrev, vmap
+from torch.utils.data import DataLoader, IterableDataset, Subset
+
+logger = logging.getLogger(__name__)
+
+ESTIMATORS = ("empirical", "expected", "batch")
+METHODS = ("auto", "vmap", "loop")
+
+__all__ = ["ESTIMATORS", "default_collate_fn", "fisher_diagonal", "per_sample_loop_fisher"]
+
+
+def default_collate_fn(examples: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack ``pixel_values`` and ``labels`` of a list of dict examples into tensors."""
+    try:
+        pixel_values = torch.stack([torch.as_tensor(ex["pixel_values"]) for ex in examples])
+        labels = torch.as_tensor([int(ex["labels"]) for ex in examples], dtype=torch.long)
+    except KeyError as err:
+        raise ValueError(
+            f"fisher_diagonal needs examples with 'pixel_values' and 'labels', got keys {sorted(examples[0])}; "
+            "apply the image transform first or pass a collate_fn"
+        ) from err
+    return {"pixel_values": pixel_values, "labels": labels}
+
+
+def _as_logits(out) -> torch.Tensor:
+    logits = out.logits if hasattr(out, "logits") else out[0]
+    # log-softmax of half-precision logits loses the small probabilities
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
+def _logits(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
+    return _as_logits(model(pixel_values=pixel_values))
+
+
+@contextmanager
+def _fisher_mode(model: torch.nn.Module):
+    """eval() (BatchNorm running stats, no dropout) and eager attention, restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    config = getattr(model, "config", None)
+    previous_attn = getattr(config, "_attn_implementation", None)
+    switched = False
+    # SDPA has no vmap batching rule on CPU: vmap would silently loop over the samples
+    if previous_attn not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation("eager")
+            switched = True
+        except Exception as err:  # noqa: BLE001 - models that cannot switch keep their attention
+            logger.debug("could not switch %s to eager attention: %s", type(model).__name__, err)
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+        if switched:
+            model.set_attn_implementation(previous_attn)
+
+
+def _batch_size_of(batch: Mapping[str, torch.Tensor]) -> int:
+    return int(batch["labels"].shape[0])
+
+
+def _make_loader(data, *, batch_size, collate_fn, max_samples, seed) -> tuple[Iterable, bool]:
+    """A loader over at most ``max_samples`` seeded-random samples; second value: truncate while iterating."""
+    generator = torch.Generator().manual_seed(seed)
+    if isinstance(data, DataLoader):
+        dataset = data.dataset
+        if max_samples is None or isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
+            return data, max_samples is not None
+        if max_samples >= len(dataset):
+            return data, False
+        indices = torch.randperm(len(dataset), generator=generator)[:max_samples].sort().values.tolist()
+        loader = DataLoader(
+            Subset(dataset, indices),
+            batch_size=data.batch_size or batch_size,
+            collate_fn=data.collate_fn,
+            num_workers=data.num_workers,
+            pin_memory=data.pin_memory,
+        )
+        return loader, False
+    collate_fn = collate_fn or default_collate_fn
+    if isinstance(data, IterableDataset) or not hasattr(data, "__getitem__"):
+        return DataLoader(data, batch_size=batch_size, collate_fn=collate_fn), max_samples is not None
+    if max_samples is not None and max_samples < len(data):
+        indices = torch.randperm(len(data), generator=generator)[:max_samples].sort().values.tolist()
+        data = Subset(data, indices)
+    return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_fn), False
+
+
+# ---------------------------------------------------------------------------------------
+# per-chunk kernels: each returns {name: float64 sum over the chunk's samples} for its estimator
+
+
+def _vmap_kernels(model, names, estimator):
+    def log_probs(params, x):
+        out = functional_call(model, params, args=(), kwargs={"pixel_values": x.unsqueeze(0)})
+        return F.log_softmax(_as_logits(out), -1)[0]
+
+    if estimator == "empirical":
+
+        def sample_grad(params, x, y):
+            return grad(lambda p: log_probs(p, x).gather(0, y.reshape(1)).squeeze(0))(params)
+
+        per_sample = vmap(sample_grad, in_dims=(None, 0, 0))
+
+        def kernel(params, x, y):
+            grads = per_sample(params, x, y)
+            return {n: grads[n].square().sum(0, dtype=torch.float64) for n in names}
+
+        return kernel
+
+    def sample_fisher(params, x):
+        # jacobian of all class log-probs: [C, *shape] per parameter, one forward pass
+        def with_aux(p):
+            logp = log_probs(p, x)
+            return logp, logp.detach()
+
+        jac, logp = jacrev(with_aux, has_aux=True)(params)
+        prob = logp.exp()
+        return {n: torch.tensordot(prob.to(jac[n].dtype), jac[n].square(), dims=1) for n in names}
+
+    per_sample_expected = vmap(sample_fisher, in_dims=(None, 0))
+
+    def kernel(params, x, y):  # noqa: ARG001 - labels are not used by the expected Fisher
+        fisher = per_sample_expected(params, x)
+        return {n: fisher[n].sum(0, dtype=torch.float64) for n in names}
+
+    return kernel
+
+
+def _loop_kernel(model, names, params, estimator):
+    tensors = [params[n] for n in names]
+
+    def grads_of(output):
+        gs = torch.autograd.grad(output, tensors, retain_graph=True, allow_unused=True)
+        return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, gs)]
+
+    def kernel(_params, x, y):
+        total = {n: torch.zeros_like(params[n], dtype=torch.float64) for n in names}
+        for i in range(x.shape[0]):
+            logp = F.log_softmax(_logits(model, x[i : i + 1]), -1)[0]
+            if estimator == "empirical":
+                for n, g in zip(names, grads_of(logp[y[i]])):
+                    total[n] += g.to(torch.float64).square()
+            else:
+                prob = logp.detach().exp()
+                for c in range(logp.shape[0]):
+                    for n, g in zip(names, grads_of(logp[c])):
+                        total[n] += prob[c].double() * g.to(torch.float64).square()
+        return total
+
+    return kernel
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def fisher_diagonal(
+    model: torch.nn.Module,
+    data,
+    *,
+    estimator: str = "empirical",
+    batch_size: int = 32,
+    collate_fn: Callable | None = None,
+    accelerator=None,
+    max_samples: int | None = None,
+    seed: int = 0,
+    chunk_size: int = 32,
+    dtype: torch.dtype = torch.float32,
+    show_progress: bool = True,
+    parameter_names: Iterable[str] | None = None,
+    method: str = "auto",
+) -> dict[str, torch.Tensor]:
+    """Diagonal of the Fisher information of each trainable weight, averaged over ``data``.
+
+    Args:
+        model: an image classifier called as ``model(pixel_values=...)`` returning ``.logits``
+            (any ``AutoModelForImageClassification``), single-label classification.
+        data: a ``DataLoader`` yielding dicts with ``pixel_values`` and ``labels`` (its own
+            batch size is used), or a map-style or iterable dataset of such dict items
+            (``torch`` or Hugging Face ``datasets``), batched with ``collate_fn``.
+        estimator: ``"empirical"`` (mean squared per-sample gradient of ``log p(y|x)`` at the
+            true label; DeepClean), ``"expected"`` (true Fisher: exact sum over every class
+            ``c`` of ``p(c|x) * (d log p(c|x)/dw)^2``, no label sampling; costs ``num_classes``
+            backward passes per sample, chunks shrink by ``num_classes`` to bound memory) or
+            ``"batch"`` (squared gradient of each mini-batch's mean loss, averaged over batches,
+            as Selective Synaptic Dampening does; its value depends on the batch size: it is
+            roughly the empirical Fisher divided by the batch size plus the squared mean gradient).
+        batch_size: batch size when ``data`` is a dataset.
+        collate_fn: collate function for a dataset (default: stack ``pixel_values`` and ``labels``).
+        accelerator: an ``accelerate.Accelerator``; each process sums over its own shard
+            without padded duplicates and one all-reduce combines the totals. Every process
+            returns the same result.
+        max_samples: use at most this many samples, drawn at random with ``seed`` (iterable
+            data is truncated instead).
+        seed: seed of the ``max_samples`` draw.
+        chunk_size: samples per ``vmap`` call; per-sample gradient memory is about
+            ``chunk_size * num_parameters * 4`` bytes.
+        dtype: dtype of the returned tensors (sums are accumulated in float64).
+        show_progress: tqdm progress bar (main process only).
+        parameter_names: restrict to these trainable parameter names (default: all trainable).
+        method: ``"vmap"`` (torch.func per-sample gradients), ``"loop"`` (one backward per
+            sample, the reference) or ``"auto"`` (vmap, falling back to the loop with a warning
+            when the model cannot be vmapped). Ignored by the ``"batch"`` estimator.
+
+    Returns:
+        ``{name: tensor}`` with the Fisher diagonal of each trainable parameter, in ``dtype``,
+        on the parameter's device. The model's training modes and attention implementation are
+        restored afterwards.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator={estimator!r} is not one of {ESTIMATORS}")
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is not one of {METHODS}")
+    if chunk_size < 1 or batch_size < 1:
+        raise ValueError(f"chunk_size={chunk_size} and batch_size={batch_size} must be >= 1")
+    if max_samples is not None and max_samples < 1:
+        raise ValueError(f"max_samples={max_samples} must be >= 1 or None")
+
+    if accelerator is not None:
+        model = accelerator.unwrap_model(model)
+    named = dict(model.named_parameters())
+    frozen = [n for n, p in named.items() if not p.requires_grad]
+    if frozen:
+        logger.info("fisher_diagonal skips %d parameters without requires_grad: %s", len(frozen), ", ".join(frozen))
+    names = [n for n, p in named.items() if p.requires_grad]
+    if parameter_names is not None:
+        wanted = list(parameter_names)
+        unknown = [n for n in wanted if n not in names]
+        if unknown:
+            raise ValueError(f"parameter_names {unknown} are not trainable parameters of {type(model).__name__}")
+        names = [n for n in names if n in set(wanted)]
+    if not names:
+        raise ValueError(f"{type(model).__name__} has no trainable parameters to compute a Fisher diagonal for")
+    device = named[names[0]].device
+    input_dtype = named[names[0]].dtype if named[names[0]].is_floating_point() else None
+
+    loader, truncate = _make_loader(data, batch_size=batch_size, collate_fn=collate_fn, max_samples=max_samples, seed=seed)
+    restore_even_batches = None
+    if accelerator is not None and not getattr(loader, "_is_accelerate_prepared", False):
+        # default even_batches pads the last batches with repeated samples: wrong sums
+        restore_even_batches = accelerator.even_batches
+        accelerator.even_batches = False
+        try:
+            loader = accelerator.prepare_data_loader(loader)
+        finally:
+            accelerator.even_batches = restore_even_batches
+
+    totals = {n: torch.zeros_like(named[n], dtype=torch.float64) for n in names}
+    count = 0
+    is_main = accelerator is None or accelerator.is_main_process
+    progress = None
+    if show_progress and is_main:
+        from tqdm.auto import tqdm
+
+        total = len(loader) if hasattr(loader, "__len__") and not truncate else None
+        progress = tqdm(total=total, desc=f"Fisher ({estimator})", unit="batch")
+
+    with _fisher_mode(model), torch.enable_grad():
+        params = {n: named[n] for n in names}
+        if estimator == "batch":
+            tensors = [params[n] for n in names]
+            seen = 0
+            for batch in loader:
+                x, y = _to_device(batch, device, input_dtype, truncate, max_samples, seen)
+                if x is None:
+                    break
+                seen += x.shape[0]
+                loss = F.cross_entropy(_logits(model, x), y)
+                grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+                for n, g in zip(names, grads):
+                    if g is not None:
+                        totals[n] += g.to(torch.float64).square()
+                count += 1
+                if progress is not None:
+                    progress.update(1)
+        else:
+            use_vmap = method != "loop"
+            detached = {n: p.detach() for n, p in params.items()}
+            kernel = _vmap_kernels(model, names, estimator) if use_vmap else _loop_kernel(model, names, params, estimator)
+            step = chunk_size
+            num_classes = getattr(getattr(model, "config", None), "num_labels", None)
+            if estimator == "expected" and use_vmap and num_classes:
+                step = max(1, chunk_size // num_classes)
+            seen = 0
+            for batch in loader:
+                x, y = _to_device(batch, device, input_dtype, truncate, max_samples, seen)
+                if x is None:
+                    break
+                for start in range(0, x.shape[0], step):
+                    xc, yc = x[start : start + step], y[start : start + step]
+                    try:
+                        chunk = kernel(detached if use_vmap else params, xc, yc)
+                    except Exception as err:  # noqa: BLE001 - any vmap failure means: use the loop
+                        if not use_vmap or method == "vmap":
+                            raise
+                        logger.warning(
+                            "fisher_diagonal: torch.func.vmap cannot handle %s (%s: %s); falling back to a "
+                            "per-sample loop, which is much slower",
+                            type(model).__name__,
+                            type(err).__name__,
+                            str(err).splitlines()[0] if str(err) else "",
+                        )
+                        use_vmap, step = False, chunk_size
+                        kernel = _loop_kernel(model, names, params, estimator)
+                        chunk = kernel(params, xc, yc)
+                    for n in names:
+                        totals[n] += chunk[n]
+                    count += xc.shape[0]
+                seen += x.shape[0]
+                if progress is not None:
+                    progress.update(1)
+    if progress is not None:
+        progress.close()
+
+    if accelerator is not None and accelerator.num_processes > 1:
+        flat = torch.cat([totals[n].reshape(-1) for n in names] + [torch.tensor([float(count)], dtype=torch.float64, device=device)])
+        flat = accelerator.reduce(flat, reduction="sum")
+        count = int(round(flat[-1].item()))
+        offset = 0
+        for n in names:
+            size = totals[n].numel()
+            totals[n] = flat[offset : offset + size].view_as(totals[n])
+            offset += size
+    if count == 0:
+        raise ValueError("fisher_diagonal got no samples: the data is empty")
+    return {n: (totals[n] / count).to(dtype) for n in names}
+
+
+def _to_device(batch, device, input_dtype, truncate, max_samples, seen):
+    """``(pixel_values, labels)`` on ``device``; ``(None, None)`` once ``max_samples`` is reached."""
+    if not isinstance(batch, Mapping) or "pixel_values" not in batch or "labels" not in batch:
+        keys = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+        raise ValueError(f"fisher_diagonal needs batches with 'pixel_values' and 'labels', got {keys}")
+    x = torch.as_tensor(batch["pixel_values"]).to(device)
+    if input_dtype is not None and x.is_floating_point():
+        x = x.to(input_dtype)
+    y = torch.as_tensor(batch["labels"]).to(device=device, dtype=torch.long)
+    if truncate:
+        remaining = max_samples - seen
+        if remaining <= 0:
+            return None, None
+        x, y = x[:remaining], y[:remaining]
+    return x, y
+
+
+def per_sample_loop_fisher(model: torch.nn.Module, data, **kwargs) -> dict[str, torch.Tensor]:
+    """Reference implementation: ``fisher_diagonal(..., method="loop")``, one backward per sample."""
+    kwargs.setdefault("method", "loop")
+    return fisher_diagonal(model, data, **kwargs)

@@ -1,0 +1,57 @@
+"""Tiny models and in-memory datasets shared by the Fisher tests and the distributed worker."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import torch
+from torch import nn
+
+
+class LogisticRegression(nn.Module):
+    """Multinomial logistic regression called like an HF image classifier: per-sample gradients in closed form."""
+
+    def __init__(self, in_features: int, num_labels: int, dtype=torch.float64):
+        super().__init__()
+        self.linear = nn.Linear(in_features, num_labels, dtype=dtype)
+        self.config = SimpleNamespace(num_labels=num_labels)
+
+    def forward(self, pixel_values, labels=None):
+        return SimpleNamespace(logits=self.linear(pixel_values.flatten(1)))
+
+
+class DataDependentLogisticRegression(LogisticRegression):
+    """Python control flow on a tensor value: torch.func.vmap cannot trace it."""
+
+    def forward(self, pixel_values, labels=None):
+        if pixel_values.abs().max() > 1e9:
+            pixel_values = pixel_values / 1e9
+        return super().forward(pixel_values)
+
+
+def random_dataset(n: int, shape, num_labels: int, seed: int = 0, dtype=torch.float32) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    return [
+        {
+            "pixel_values": torch.randn(*shape, generator=gen, dtype=dtype),
+            "labels": int(torch.randint(num_labels, (), generator=gen)),
+        }
+        for _ in range(n)
+    ]
+
+
+def tiny_vit(num_labels: int = 4, seed: int = 0):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        num_labels=num_labels,
+    )
+    return ViTForImageClassification(config)
