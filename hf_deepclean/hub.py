@@ -35,7 +35,12 @@ MODEL_CARD_NAME = "README.md"
 ALWAYS_IGNORED = ["checkpoint-*", "runs/*", ".git/*"]
 # Fisher diagonals and parameter masks are saved under `_` names: they describe the forget set.
 PRIVATE_FILE_PATTERNS = ["_*", "**/_*"]
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 CITATION = """@inproceedings{shi2024deepclean,
   title     = {DeepClean: Machine Unlearning on the Cheap by Resetting Privacy Sensitive Weights using the Fisher Diagonal},
@@ -132,7 +137,8 @@ def _safe_value(value: Any) -> str | None:
     if value is None or isinstance(value, (str, numbers.Number)):
         text = str(value)
         return text if len(text) <= 120 else None
-    if isinstance(value, (list, tuple)) and len(value) <= 10 and all(isinstance(v, (str, numbers.Number)) for v in value):
+    short_list = isinstance(value, (list, tuple)) and len(value) <= 10
+    if short_list and all(isinstance(v, (str, numbers.Number)) for v in value):
         return ", ".join(str(v) for v in value)
     return None
 
@@ -147,57 +153,40 @@ def _versions() -> list[tuple[str, str]]:
     return found
 
 
-def _is_hub_id(name: str | None) -> bool:
+def _is_hub_id(name: Any) -> bool:
     # Local paths are shown by folder name only and never listed as Hub datasets/models.
+    name = str(name or "")
     return bool(name) and not os.path.exists(name) and not name.startswith((".", "/", "~")) and name.count("/") <= 1
 
 
-def render_model_card(record: Mapping[str, Any]) -> ModelCard:
-    """Render the unlearning record into a :class:`~huggingface_hub.ModelCard` (metadata + markdown).
+def _real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
-    ``record`` holds the report keys (``method``, ``scenario``, ``forget``, ``metrics``, ``gold``,
-    ``original``, ``deltas``, ``selection``, ``time_s``) plus ``base_model``, ``dataset``,
-    ``hyperparameters`` and optionally ``repo_id``, ``model_name``, ``license``. Only the forget set's
-    size, classes, kind and fingerprint are read: ids or indices in the record never reach the card,
-    nor do hyperparameters named like ids, paths, tokens or salts.
-    """
-    if not isinstance(record, Mapping):
-        raise TypeError(f"record must be a dict (the unlearning report plus base_model/dataset), got {type(record)}")
-    method = str(record.get("method") or "deepclean")
-    base_model, dataset = record.get("base_model"), record.get("dataset")
-    repo_id = record.get("repo_id")
-    model_name = str(
-        record.get("model_name")
-        or (repo_id.split("/")[-1] if repo_id else None)
-        or f"{str(base_model or 'model').rstrip('/').split('/')[-1]}-{method}-unlearned"
-    )
-    dataset_name = str(dataset).rstrip("/").split("/")[-1] if dataset else "unknown"
-    forget_in = dict(record.get("forget") or {})
-    labels = forget_in.get("labels")
-    forget = {
-        "size": _fmt(forget_in.get("size")),
-        "kind": forget_in.get("kind") or ("labels" if labels else "unknown"),
-        "labels": None if labels is None else _safe_value(list(labels) if isinstance(labels, (list, tuple)) else labels),
-        "fingerprint": forget_in.get("fingerprint") or "not recorded",
-    }
 
+def _metrics(record: Mapping[str, Any], dataset_type: str, dataset_name: str) -> tuple[list[dict], list[EvalResult]]:
+    """Table rows (unlearned, gold, delta, original) and model-index results (unlearned model only)."""
     metrics, gold, original = (dict(record.get(k) or {}) for k in ("metrics", "gold", "original"))
     deltas = dict(record.get("deltas") or {})
-    metric_rows, eval_results = [], []
+    rows, results = [], []
     for key, name, split, metric_type in METRICS:
-        value, gold_value = metrics.get(key), gold.get(key)
-        delta = deltas.get(key)
-        if delta is None and isinstance(value, numbers.Real) and isinstance(gold_value, numbers.Real):
+        value, gold_value, delta = metrics.get(key), gold.get(key), deltas.get(key)
+        if delta is None and _real(value) and _real(gold_value):
             delta = value - gold_value
-        metric_rows.append(
-            {"name": name, "unlearned": _fmt(value), "gold": _fmt(gold_value), "delta": _fmt(delta, "+.4f"), "original": _fmt(original.get(key))}
+        rows.append(
+            {
+                "name": name,
+                "unlearned": _fmt(value),
+                "gold": _fmt(gold_value),
+                "delta": _fmt(delta, "+.4f"),
+                "original": _fmt(original.get(key)),
+            }
         )
-        if isinstance(value, numbers.Real) and not isinstance(value, bool):
-            eval_results.append(
+        if _real(value):
+            results.append(
                 EvalResult(
                     task_type="image-classification",
                     task_name="Image Classification (after unlearning)",
-                    dataset_type=dataset_name if not _is_hub_id(dataset) else str(dataset),
+                    dataset_type=dataset_type,
                     dataset_name=dataset_name,
                     dataset_split=split,
                     metric_type=metric_type,
@@ -205,28 +194,67 @@ def render_model_card(record: Mapping[str, Any]) -> ModelCard:
                     metric_value=round(float(value), 6),
                 )
             )
+    return rows, results
 
-    selection = dict(record.get("selection") or {})
-    fraction = selection.get("selected_fraction")
-    selection_rows = [
+
+def _selection_rows(selection: Mapping[str, Any]) -> list[tuple[str, str]]:
+    count, fraction = _fmt(selection.get("num_selected")), selection.get("selected_fraction")
+    return [
         ("Threshold gamma", _fmt(selection.get("threshold"), ".4g")),
         ("Top fraction requested", _fmt(selection.get("top_fraction"), ".4g")),
-        ("Weights updated", f"{_fmt(selection.get('num_selected'))} ({fraction:.4%} of all weights)" if isinstance(fraction, numbers.Real) else _fmt(selection.get("num_selected"))),
+        ("Weights updated", f"{count} ({fraction:.4%} of all weights)" if _real(fraction) else count),
     ]
-    hyperparameter_rows = []
-    for key, value in sorted(dict(record.get("hyperparameters") or {}).items()):
+
+
+def _hyperparameter_rows(hyperparameters: Mapping[str, Any]) -> list[tuple[str, str]]:
+    rows = []
+    for key, value in sorted(hyperparameters.items()):
         shown = None if _SECRET_KEY.search(str(key)) else _safe_value(value)
         if shown is not None:
-            hyperparameter_rows.append((str(key), shown))
+            rows.append((str(key), shown))
+    return rows
 
-    time_s = dict(record.get("time_s") or {})
-    timing_rows = [(f"Unlearning: {step}", _fmt(time_s.get(step), ".1f")) for step in ("fisher", "train", "total")]
-    timing_rows.append(("Gold retrain from scratch", _fmt(gold.get("time_s"), ".1f")))
-    if isinstance(time_s.get("total"), numbers.Real) and isinstance(gold.get("time_s"), numbers.Real) and time_s["total"] > 0:
-        timing_rows.append(("Speed-up vs retraining", f"{gold['time_s'] / time_s['total']:.1f}x"))
+
+def _timing_rows(time_s: Mapping[str, Any], gold_time: Any) -> list[tuple[str, str]]:
+    rows = [(f"Unlearning: {step}", _fmt(time_s.get(step), ".1f")) for step in ("fisher", "train", "total")]
+    rows.append(("Gold retrain from scratch", _fmt(gold_time, ".1f")))
+    total = time_s.get("total")
+    if _real(total) and _real(gold_time) and total > 0:
+        rows.append(("Speed-up vs retraining", f"{gold_time / total:.1f}x"))
+    return rows
+
+
+def render_model_card(record: Mapping[str, Any]) -> ModelCard:
+    """Render the unlearning record into a :class:`~huggingface_hub.ModelCard` (metadata + markdown).
+
+    ``record`` holds the report keys (``method``, ``scenario``, ``forget``, ``metrics``, ``gold``,
+    ``original``, ``deltas``, ``selection``, ``time_s``) plus ``base_model``, ``dataset``,
+    ``hyperparameters`` and optionally ``repo_id``, ``model_name``, ``license``, ``versions``. Only the
+    forget set's size, classes, kind and fingerprint are read: ids or indices in the record never reach
+    the card, nor do hyperparameters named like ids, paths, tokens or salts, nor long lists.
+    """
+    if not isinstance(record, Mapping):
+        raise TypeError(f"record must be a dict (the unlearning report plus base_model/dataset), got {type(record)}")
+    method = str(record.get("method") or "deepclean")
+    base_model, dataset, repo_id = record.get("base_model"), record.get("dataset"), record.get("repo_id")
+    base_name = str(base_model or "model").rstrip("/").split("/")[-1]
+    default_name = repo_id.split("/")[-1] if repo_id else f"{base_name}-{method}-unlearned"
+    model_name = str(record.get("model_name") or default_name)
+    dataset_name = str(dataset).rstrip("/").split("/")[-1] if dataset else "unknown"
+    forget_in = dict(record.get("forget") or {})
+    labels = forget_in.get("labels")
+    labels = list(labels) if isinstance(labels, (list, tuple)) else labels
+    forget = {  # whitelisted fields only
+        "size": _fmt(forget_in.get("size")),
+        "kind": forget_in.get("kind") or ("labels" if labels else "unknown"),
+        "labels": None if labels is None else _safe_value(labels),
+        "fingerprint": forget_in.get("fingerprint") or "not recorded",
+    }
+    metric_rows, eval_results = _metrics(record, str(dataset) if _is_hub_id(dataset) else dataset_name, dataset_name)
+    gold = dict(record.get("gold") or {})
 
     card_data = ModelCardData(
-        base_model=base_model if _is_hub_id(base_model) else None,
+        base_model=str(base_model) if _is_hub_id(base_model) else None,
         datasets=[str(dataset)] if _is_hub_id(dataset) and dataset != "digits" else None,
         library_name="transformers",
         pipeline_tag="image-classification",
@@ -240,16 +268,16 @@ def render_model_card(record: Mapping[str, Any]) -> ModelCard:
         "model_name": model_name,
         "method": method,
         "scenario": record.get("scenario"),
-        "base_model": base_model if _is_hub_id(base_model) else None,
+        "base_model": str(base_model) if _is_hub_id(base_model) else None,
         "repo_id": repo_id or f"<your-namespace>/{model_name}",
         "dataset_display": f"{dataset_name} (built-in, scikit-learn digits)" if dataset == "digits" else dataset_name,
         "forget": forget,
-        "selection_rows": selection_rows,
-        "hyperparameter_rows": hyperparameter_rows,
+        "selection_rows": _selection_rows(dict(record.get("selection") or {})),
+        "hyperparameter_rows": _hyperparameter_rows(dict(record.get("hyperparameters") or {})),
         "metric_rows": metric_rows,
         "has_gold": bool(gold),
-        "has_original": bool(original),
-        "timing_rows": timing_rows,
+        "has_original": bool(record.get("original")),
+        "timing_rows": _timing_rows(dict(record.get("time_s") or {}), gold.get("time_s")),
         "versions": record.get("versions") or _versions(),
         "citation": CITATION,
     }
@@ -289,8 +317,52 @@ def _files_to_upload(folder: Path, ignore_patterns: list[str]) -> list[str]:
 
 
 def _server_message(err: BaseException, token: str | None) -> str:
-    text = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+    text = (getattr(err, "server_message", None) or str(err) or type(err).__name__).strip()
+    text = text.splitlines()[-1] if text else type(err).__name__
     return text.replace(token, "***") if token else text
+
+
+def _push_error(err: BaseException, stage: str, repo_id: str, where: str, secret: str | None) -> HubPushError:
+    """One clear message per failure; `secret` (the token) is scrubbed from anything the server said."""
+    action = {"create": "create", "upload": "upload to"}[stage]
+    detail = _server_message(err, secret)
+    resume = ""
+    if stage == "upload":
+        resume = " The repo exists but may be incomplete: rerun with overwrite=True (--overwrite)."
+    if isinstance(err, OfflineModeIsEnabled):
+        return HubPushError(
+            f"Cannot push to {where}: HF_HUB_OFFLINE is set. Unset it (or set HF_HUB_OFFLINE=0) and retry. "
+            "Local files are unchanged."
+        )
+    if isinstance(err, HfHubHTTPError) and err.response is not None:
+        status = err.response.status_code
+        if status == 401:
+            return HubPushError(
+                f"The Hub at {where} rejected the token (401 Unauthorized) while trying to {action} {repo_id!r}: "
+                "log in with `hf auth login`, set HF_TOKEN or pass a valid write token (--token). "
+                f"Local files are unchanged.{resume}"
+            )
+        if status == 403:
+            return HubPushError(
+                f"The token may not write to {repo_id!r} on {where} (403 Forbidden: {detail}); "
+                f"use a token with write access to that namespace.{resume}"
+            )
+        if status == 409 and stage == "create":
+            return HubPushError(
+                f"Repo {repo_id!r} already exists on {where}. Pass overwrite=True (--overwrite) to replace its "
+                "files, or choose another --repo_id. Nothing was uploaded."
+            )
+        return HubPushError(
+            f"The Hub at {where} answered {status} while trying to {action} {repo_id!r}: {detail}.{resume}"
+        )
+    if isinstance(err, _transport_errors()):
+        return HubPushError(
+            f"Cannot reach the Hub at {where} ({type(err).__name__}: {detail}). Check the network, proxy or "
+            f"HF_ENDPOINT and retry; local files are unchanged.{resume}"
+        )
+    return HubPushError(
+        f"Pushing to {repo_id!r} on {where} failed during {stage}: {type(err).__name__}: {detail}.{resume}"
+    )
 
 
 def push_unlearned_model(
@@ -327,7 +399,10 @@ def push_unlearned_model(
     """
     folder = Path(output_dir)
     if not folder.is_dir():
-        raise HubPushError(f"output_dir {str(folder)!r} is not a folder: pass the folder written by save_pretrained or `hf-deepclean unlearn`.")
+        raise HubPushError(
+            f"output_dir {str(folder)!r} is not a folder: pass the folder written by save_pretrained "
+            "or `hf-deepclean unlearn`."
+        )
     missing = [name for name in ("config.json",) if not (folder / name).is_file()]
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         missing.append(" or ".join(WEIGHT_FILES[:3]))
@@ -335,6 +410,15 @@ def push_unlearned_model(
         missing.append(f"{MODEL_CARD_NAME} (write it with hf_deepclean.hub.write_model_card(output_dir, record))")
     if missing:
         raise HubPushError(f"output_dir {str(folder)!r} is missing {', '.join(missing)}; nothing was pushed.")
+    card_path = folder / MODEL_CARD_NAME
+    if card_path.is_file():
+        try:  # the Hub rejects a commit whose README metadata does not parse; fail before any request
+            ModelCard.load(card_path)
+        except Exception as err:  # noqa: BLE001 - yaml and model-index errors have many types
+            raise HubPushError(
+                f"{card_path} has invalid metadata ({type(err).__name__}: {err}); fix its YAML header or "
+                "regenerate it with hf_deepclean.hub.write_model_card(output_dir, record). Nothing was pushed."
+            ) from None
     try:
         validate_repo_id(repo_id)
     except HFValidationError as err:
@@ -346,41 +430,12 @@ def push_unlearned_model(
     api = HfApi(endpoint=endpoint, token=token)
     where = api.endpoint
 
-    def fail(err: BaseException, stage: str) -> HubPushError:
-        action = {"create": "create", "upload": "upload to"}[stage]
-        detail = _server_message(err, secret)
-        after = " The repo exists but may be incomplete: rerun with overwrite=True (--overwrite)." if stage == "upload" else ""
-        if isinstance(err, OfflineModeIsEnabled):
-            return HubPushError(f"Cannot push to {where}: HF_HUB_OFFLINE is set. Unset it (or set HF_HUB_OFFLINE=0) and retry. Local files are unchanged.")
-        if isinstance(err, HfHubHTTPError) and err.response is not None:
-            status = err.response.status_code
-            if status == 401:
-                return HubPushError(
-                    f"The Hub at {where} rejected the token (401 Unauthorized) while trying to {action} {repo_id!r}: "
-                    "log in with `hf auth login`, set HF_TOKEN or pass a valid write token (--token). "
-                    f"Local files are unchanged.{after}"
-                )
-            if status == 403:
-                return HubPushError(f"The token may not write to {repo_id!r} on {where} (403 Forbidden: {detail}); use a token with write access to that namespace.{after}")
-            if status == 409 and stage == "create":
-                return HubPushError(
-                    f"Repo {repo_id!r} already exists on {where}. Pass overwrite=True (--overwrite) to replace its files, "
-                    "or choose another --repo_id. Nothing was uploaded."
-                )
-            return HubPushError(f"The Hub at {where} answered {status} while trying to {action} {repo_id!r}: {detail}.{after}")
-        if isinstance(err, _transport_errors()):
-            return HubPushError(
-                f"Cannot reach the Hub at {where} ({type(err).__name__}: {detail}). Check the network, proxy or "
-                f"HF_ENDPOINT and retry; local files are unchanged.{after}"
-            )
-        return HubPushError(f"Pushing to {repo_id!r} on {where} failed during {stage}: {type(err).__name__}: {detail}.{after}")
-
     try:
         repo_url = api.create_repo(repo_id, private=private, exist_ok=overwrite)
     except Exception as err:  # noqa: BLE001 - every failure becomes one clear HubPushError
-        raise fail(err, "create") from err
+        raise _push_error(err, "create", repo_id, where, secret) from err
     try:
-        if overwrite and private and api.model_info(repo_id).private is False:
+        if overwrite and private and api.model_info(repo_url.repo_id).private is False:
             logger.warning("Repo %s already exists and is public; pushing keeps it public.", repo_id)
         logger.info("Pushing %d files from %s to %s (private=%s)", len(files), folder, repo_url, private)
         api.upload_folder(
@@ -391,5 +446,5 @@ def push_unlearned_model(
             delete_patterns=["*"] if overwrite else None,
         )
     except Exception as err:  # noqa: BLE001
-        raise fail(err, "upload") from err
+        raise _push_error(err, "upload", repo_id, where, secret) from err
     return str(repo_url)

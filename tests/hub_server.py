@@ -13,6 +13,8 @@ folder and read it back (``from_pretrained``, ``ModelCard.load``), as listed in
 - ``HEAD``/``GET /{repo}/resolve/{rev}/{file}`` with ``X-Repo-Commit``, ``ETag``, ``Content-Length``
   and ``X-Error-Code`` on 404s
 - ``GET /api/whoami-v2``
+- ``GET /api/agent-harnesses`` (huggingface_hub fetches this registry once for its user agent;
+  answered empty)
 
 Tokens are checked against an allow-list: an unknown token gets a 401 with the Hub's
 "Invalid credentials" message. Private repos are invisible (404 ``RepoNotFound``) to anyone
@@ -81,6 +83,8 @@ class HubState:
     tokens: dict[str, str]  # token -> user name
     repos: dict[str, Repo] = field(default_factory=dict)
     create_requests: list[dict] = field(default_factory=list)
+    # set to an HTTP status to make every preupload fail (an upload that breaks after the repo exists)
+    fail_uploads_with: int | None = None
     unhandled: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,9 +92,9 @@ class HubState:
 class HubError(Exception):
     """Aborts a request with an HTTP error answered the way the Hub answers it."""
 
-    def __init__(self, status: int, message: str, error_code: str | None = None):
+    def __init__(self, status: int, message: str, error_code: str | None = None, **extra):
         super().__init__(message)
-        self.status, self.message, self.error_code = status, message, error_code
+        self.status, self.message, self.error_code, self.extra = status, message, error_code, extra
 
 
 _REPO = r"(?P<repo>[^/]+/[^/]+)"
@@ -102,6 +106,7 @@ _ROUTES = [
     ("GET", re.compile(rf"^/api/models/{_REPO}(?:/revision/(?P<rev>[^/]+))?$"), "model_info"),
     ("GET", re.compile(rf"^/api/models/{_REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.*))?$"), "tree"),
     ("GET", re.compile(r"^/api/whoami-v2$"), "whoami"),
+    ("GET", re.compile(r"^/api/agent-harnesses$"), "agent_harnesses"),
     ("HEAD", re.compile(rf"^/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"), "resolve"),
     ("GET", re.compile(rf"^/{_REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)$"), "resolve"),
 ]
@@ -154,7 +159,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers = {"X-Error-Message": err.message}
             if err.error_code:
                 headers["X-Error-Code"] = err.error_code
-            status, payload = err.status, {"error": err.message}
+            status, payload = err.status, {"error": err.message, **err.extra}
         self._send(method, status, payload, headers)
 
     def _read_body(self) -> bytes:
@@ -225,7 +230,8 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{request.get('organization') or user}/{request['name']}"
         url = f"{self.server.url}/{repo_id}"
         if repo_id in self.state.repos:
-            raise HubError(409, "You already created this model repo")
+            # the Hub's 409 carries the url: create_repo(exist_ok=True) returns it
+            raise HubError(409, "You already created this model repo", url=url)
         if request.get("organization") not in (None, user):
             raise HubError(403, f"You don't have the rights to create a repo under {request['organization']}")
         private = request.get("visibility") == "private" or bool(request.get("private"))
@@ -251,6 +257,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _preupload(self, groups, body):
         repo = self._writable_repo(groups["repo"])
+        if self.state.fail_uploads_with is not None:
+            raise HubError(self.state.fail_uploads_with, "Upload refused by the test server")
         files = self._snapshot(repo, groups["rev"])
         answer = []
         for item in json.loads(body)["files"]:
@@ -327,8 +335,9 @@ class _Handler(BaseHTTPRequestHandler):
                 folders.add(f"{prefix}/{rest.split('/')[0]}" if prefix else rest.split("/")[0])
                 continue
             if recursive:
-                parts = path.split("/")[:-1]
-                folders.update("/".join(parts[: i + 1]) for i in range(len(parts)) if "/".join(parts[: i + 1]) != prefix)
+                parents = path.split("/")[:-1]
+                ancestors = ("/".join(parents[: i + 1]) for i in range(len(parents)))
+                folders.update(folder for folder in ancestors if folder != prefix and folder.startswith(prefix))
             entries.append({"type": "file", "path": path, "size": len(files[path]), "oid": git_blob_sha1(files[path])})
         entries += [{"type": "directory", "path": folder, "oid": "0" * 40, "size": 0} for folder in sorted(folders)]
         return 200, entries, {}
@@ -336,6 +345,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _whoami(self, *_):
         user = self._user(required=True)
         return 200, {"type": "user", "name": user, "orgs": [], "auth": {"type": "access_token"}}, {}
+
+    def _agent_harnesses(self, *_):
+        return 200, {"standardEnvVars": [], "harnesses": {}}, {}
 
     def _resolve(self, groups, _):
         repo = self._repo(groups["repo"], self._user(required=False))
