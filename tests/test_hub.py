@@ -52,20 +52,29 @@ REPO = "alice/vit-unlearned"
 
 # ------------------------------------------------------------------------------------------ fixtures
 @pytest.fixture
-def hub(monkeypatch, tmp_path):
-    """The local Hub, with the (already imported) huggingface_hub client pointed at it and online."""
+def isolated_hf(monkeypatch, tmp_path):
+    """huggingface_hub online, with its cache, token and registry files under tmp_path (never the user's)."""
+    home = tmp_path / "hf_home"
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(home / ".agent_harnesses.json"), raising=False)
+    return monkeypatch
+
+
+@pytest.fixture
+def hub(isolated_hf):
+    """The local Hub, with the (already imported) huggingface_hub client pointed at it."""
     with HubTestServer(tokens={GOOD_TOKEN: "alice"}) as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-        monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-        monkeypatch.delenv("HF_TOKEN", raising=False)
-        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))  # no saved login token is picked up
-        monkeypatch.setattr(constants, "ENDPOINT", server.url)
+        isolated_hf.setenv("HF_ENDPOINT", server.url)
+        isolated_hf.setattr(constants, "ENDPOINT", server.url)
         template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
-        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
-        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-        monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub_cache"))
-        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
+        isolated_hf.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
         yield server
 
 
@@ -320,9 +329,9 @@ def test_bad_token_gives_clear_401_without_leaking_it(hub, model_dir, caplog, ca
     assert REPO not in hub.state.repos and _digest(model_dir) == before
 
 
-def test_unreachable_server_gives_clear_message(model_dir, monkeypatch, caplog, capfd):
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+def test_unreachable_server_gives_clear_message(model_dir, isolated_hf, caplog, capfd):
     endpoint = f"http://127.0.0.1:{_closed_port()}"
+    isolated_hf.setattr(constants, "ENDPOINT", endpoint)  # also where huggingface_hub's own side requests go
     before = _digest(model_dir)
     with pytest.raises(HubPushError, match="Cannot reach the Hub") as info:
         push_unlearned_model(model_dir, REPO, token=GOOD_TOKEN, endpoint=endpoint)
@@ -331,8 +340,8 @@ def test_unreachable_server_gives_clear_message(model_dir, monkeypatch, caplog, 
     assert _digest(model_dir) == before
 
 
-def test_offline_mode_is_reported(model_dir, monkeypatch):
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+def test_offline_mode_is_reported(model_dir, isolated_hf):
+    isolated_hf.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(HubPushError, match="HF_HUB_OFFLINE"):
         push_unlearned_model(model_dir, REPO, token=GOOD_TOKEN, endpoint="http://127.0.0.1:9")
 
