@@ -181,6 +181,65 @@ def _loop_kernel(model, names, params, estimator):
     return kernel
 
 
+class _PerSampleAccumulator:
+    """Sums per-sample Fisher terms into ``totals`` in chunks of ``chunk_size`` samples, across batch borders."""
+
+    def __init__(self, model, names, params, estimator, method, chunk_size, totals):
+        self.model, self.names, self.params, self.estimator = model, names, params, estimator
+        self.method, self.chunk_size, self.totals = method, chunk_size, totals
+        self.use_vmap = method != "loop"
+        self.detached = {n: p.detach() for n, p in params.items()}
+        self.kernel = _vmap_kernels(model, names, estimator) if self.use_vmap else _loop_kernel(model, names, params, estimator)
+        self.step = chunk_size
+        num_classes = getattr(getattr(model, "config", None), "num_labels", None)
+        if estimator == "expected" and self.use_vmap and num_classes:
+            self.step = max(1, chunk_size // num_classes)  # the class Jacobian is num_classes x bigger
+        self.count = 0
+        self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._num_pending = 0
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self._pending.append((x, y))
+        self._num_pending += x.shape[0]
+        if self._num_pending >= self.step:
+            self._flush(final=False)
+
+    def finish(self) -> None:
+        if self._num_pending:
+            self._flush(final=True)
+
+    def _flush(self, final: bool) -> None:
+        x = torch.cat([p[0] for p in self._pending])
+        y = torch.cat([p[1] for p in self._pending])
+        start = 0
+        while x.shape[0] - start >= self.step or (final and start < x.shape[0]):
+            step = self.step
+            self._run(x[start : start + step], y[start : start + step])
+            start += step
+        self._pending = [(x[start:], y[start:])] if start < x.shape[0] else []
+        self._num_pending = x.shape[0] - start
+
+    def _run(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        try:
+            chunk = self.kernel(self.detached if self.use_vmap else self.params, x, y)
+        except Exception as err:  # noqa: BLE001 - any vmap failure means: use the loop
+            if not self.use_vmap or self.method == "vmap":
+                raise
+            logger.warning(
+                "fisher_diagonal: torch.func.vmap cannot handle %s (%s: %s); falling back to a "
+                "per-sample loop, which is much slower",
+                type(self.model).__name__,
+                type(err).__name__,
+                str(err).splitlines()[0] if str(err) else "",
+            )
+            self.use_vmap, self.step = False, self.chunk_size
+            self.kernel = _loop_kernel(self.model, self.names, self.params, self.estimator)
+            chunk = self.kernel(self.params, x, y)
+        for n in self.names:
+            self.totals[n] += chunk[n]
+        self.count += x.shape[0]
+
+
 # ---------------------------------------------------------------------------------------
 
 
@@ -304,41 +363,18 @@ def fisher_diagonal(
                 if progress is not None:
                     progress.update(1)
         else:
-            use_vmap = method != "loop"
-            detached = {n: p.detach() for n, p in params.items()}
-            kernel = _vmap_kernels(model, names, estimator) if use_vmap else _loop_kernel(model, names, params, estimator)
-            step = chunk_size
-            num_classes = getattr(getattr(model, "config", None), "num_labels", None)
-            if estimator == "expected" and use_vmap and num_classes:
-                step = max(1, chunk_size // num_classes)
+            accumulator = _PerSampleAccumulator(model, names, params, estimator, method, chunk_size, totals)
             seen = 0
             for batch in loader:
                 x, y = _to_device(batch, device, input_dtype, truncate, max_samples, seen)
                 if x is None:
                     break
-                for start in range(0, x.shape[0], step):
-                    xc, yc = x[start : start + step], y[start : start + step]
-                    try:
-                        chunk = kernel(detached if use_vmap else params, xc, yc)
-                    except Exception as err:  # noqa: BLE001 - any vmap failure means: use the loop
-                        if not use_vmap or method == "vmap":
-                            raise
-                        logger.warning(
-                            "fisher_diagonal: torch.func.vmap cannot handle %s (%s: %s); falling back to a "
-                            "per-sample loop, which is much slower",
-                            type(model).__name__,
-                            type(err).__name__,
-                            str(err).splitlines()[0] if str(err) else "",
-                        )
-                        use_vmap, step = False, chunk_size
-                        kernel = _loop_kernel(model, names, params, estimator)
-                        chunk = kernel(params, xc, yc)
-                    for n in names:
-                        totals[n] += chunk[n]
-                    count += xc.shape[0]
+                accumulator.add(x, y)
                 seen += x.shape[0]
                 if progress is not None:
                     progress.update(1)
+            accumulator.finish()
+            count = accumulator.count
     if progress is not None:
         progress.close()
 

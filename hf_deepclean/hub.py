@@ -42,16 +42,6 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 
-CITATION = """@inproceedings{shi2024deepclean,
-  title     = {DeepClean: Machine Unlearning on the Cheap by Resetting Privacy Sensitive Weights using the Fisher Diagonal},
-  author    = {Shi, Jiaeli and Gourgoulias, Kostis and Buford, John and Moran, Sean and Ghalyan, Najah},
-  booktitle = {European Conference on Computer Vision (ECCV) Workshops},
-  year      = {2024},
-  eprint    = {2311.10448},
-  archivePrefix = {arXiv},
-  url       = {https://arxiv.org/abs/2311.10448}
-}"""
-
 METRICS = [  # report key, card row name, EvalResult split, EvalResult metric type
     ("retain_accuracy", "Retain accuracy", "retain", "accuracy"),
     ("forget_accuracy", "Forget accuracy", "forget", "accuracy"),
@@ -243,11 +233,13 @@ def render_model_card(record: Mapping[str, Any]) -> ModelCard:
     dataset_name = str(dataset).rstrip("/").split("/")[-1] if dataset else "unknown"
     forget_in = dict(record.get("forget") or {})
     labels = forget_in.get("labels")
-    labels = list(labels) if isinstance(labels, (list, tuple)) else labels
+    labels = labels.tolist() if hasattr(labels, "tolist") else labels  # numpy array / tensor of class ids
+    if isinstance(labels, (list, tuple, set)):  # class names or ids are not secret: show them all
+        labels = ", ".join(str(label) for label in labels) or None
     forget = {  # whitelisted fields only
         "size": _fmt(forget_in.get("size")),
         "kind": forget_in.get("kind") or ("labels" if labels else "unknown"),
-        "labels": None if labels is None else _safe_value(labels),
+        "labels": None if labels is None else str(labels),
         "fingerprint": forget_in.get("fingerprint") or "not recorded",
     }
     metric_rows, eval_results = _metrics(record, str(dataset) if _is_hub_id(dataset) else dataset_name, dataset_name)
@@ -279,7 +271,6 @@ def render_model_card(record: Mapping[str, Any]) -> ModelCard:
         "has_original": bool(record.get("original")),
         "timing_rows": _timing_rows(dict(record.get("time_s") or {}), gold.get("time_s")),
         "versions": record.get("versions") or _versions(),
-        "citation": CITATION,
     }
     return ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), u=view)
 

@@ -215,12 +215,13 @@ def test_model_card_metadata_table_and_no_forget_ids():
 
 
 def test_model_card_without_gold_or_original():
-    report = {"method": "deepclean", "forget": {"size": 10, "labels": [3], "kind": "labels"}, "metrics": {"test_accuracy": 0.9}}
-    record = record_from_report(report)
+    forget = {"size": np.int64(10), "labels": np.array([3, 7]), "kind": "labels"}
+    record = record_from_report({"method": "ssd", "forget": forget, "metrics": {"test_accuracy": np.float32(0.9)}})
     text = str(render_model_card(record))
     assert "Gold (retrained)" not in text and "Original |" not in text
-    assert "| Forgotten classes | 3 |" in text
-    assert ModelCard(text).data.eval_results[0].metric_value == 0.9
+    assert "| Forgotten classes | 3, 7 |" in text and "| Forget set size | 10 samples |" in text
+    data = ModelCard(text).data
+    assert data.eval_results[0].metric_value == 0.9 and "ssd" in data.tags
 
 
 def test_write_model_card_is_atomic(tmp_path):

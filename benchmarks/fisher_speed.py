@@ -1,0 +1,122 @@
+"""Speed of the Fisher diagonal on the tiny digits ViT, against one training epoch and a per-sample loop.
+
+    python benchmarks/fisher_speed.py [--num_samples 1400] [--chunk_size 64] [--loop_samples 128]
+
+Prints, all measured in this run on the same model and samples:
+empirical Fisher time / one training epoch (AdamW, batch 32), empirical Fisher time vs the
+per-sample loop (run on --loop_samples and extrapolated linearly), the batch estimator's time,
+and peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import resource
+import time
+
+import torch
+from torch.utils.data import DataLoader
+
+from hf_deepclean.fisher import default_collate_fn, fisher_diagonal
+
+
+def tiny_digits_vit():
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=64,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_labels=10,
+    )
+    return ViTForImageClassification(config)
+
+
+def random_samples(n: int, seed: int = 0) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 16, 16, generator=gen)
+    y = torch.randint(10, (n,), generator=gen)
+    return [{"pixel_values": x[i], "labels": int(y[i])} for i in range(n)]
+
+
+def train_one_epoch(model, samples, batch_size: int) -> None:
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for batch in DataLoader(samples, batch_size=batch_size, shuffle=True, collate_fn=default_collate_fn):
+        loss = model(pixel_values=batch["pixel_values"], labels=batch["labels"]).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--num_samples", type=int, default=1400)
+    parser.add_argument("--batch_size", type=int, default=32, help="training and Fisher batch size")
+    parser.add_argument("--chunk_size", type=int, default=32, help="samples per vmap call")
+    parser.add_argument("--loop_samples", type=int, default=128, help="samples for the per-sample loop (extrapolated)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = tiny_digits_vit()
+    samples = random_samples(args.num_samples)
+    loop_samples = samples[: min(args.loop_samples, args.num_samples)]
+    fisher_kw = dict(batch_size=args.batch_size, chunk_size=args.chunk_size, show_progress=False)
+    num_params = sum(p.numel() for p in model.parameters())
+    print(
+        f"tiny ViT, {num_params} parameters, {args.num_samples} samples 3x16x16, batch {args.batch_size}, "
+        f"chunk {args.chunk_size}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    )
+
+    # warm-up of every path on a few samples (first calls pay for lazy initialisation)
+    warm = samples[: 2 * args.batch_size]
+    for estimator in ("empirical", "batch"):
+        fisher_diagonal(model, warm, estimator=estimator, **fisher_kw)
+    fisher_diagonal(model, warm[:4], method="loop", **fisher_kw)
+    train_one_epoch(copy.deepcopy(model), warm, args.batch_size)
+
+    rss_before = peak_rss_mib()
+    t_fisher = timed(lambda: fisher_diagonal(model, samples, estimator="empirical", **fisher_kw))
+    rss_fisher = peak_rss_mib()
+    t_epoch = timed(lambda: train_one_epoch(copy.deepcopy(model), samples, args.batch_size))
+    t_loop_part = timed(lambda: fisher_diagonal(model, loop_samples, method="loop", **fisher_kw))
+    t_loop = t_loop_part * args.num_samples / len(loop_samples)
+    t_batch = timed(lambda: fisher_diagonal(model, samples, estimator="batch", **fisher_kw))
+
+    print(f"empirical Fisher (vmap):      {t_fisher:7.2f} s")
+    print(f"one training epoch (AdamW):   {t_epoch:7.2f} s")
+    print(
+        f"per-sample loop:              {t_loop:7.2f} s  (measured {t_loop_part:.2f} s on {len(loop_samples)} samples, "
+        "extrapolated linearly)"
+    )
+    print(f"batch estimator:              {t_batch:7.2f} s")
+    print(f"Fisher / one epoch:           {t_fisher / t_epoch:7.2f} x   (target <= 1.5)")
+    print(f"loop / Fisher (speed-up):     {t_loop / t_fisher:7.2f} x   (target >= 8)")
+    print(
+        f"peak RSS: {rss_before:.0f} MiB before the Fisher pass, {rss_fisher:.0f} MiB after it "
+        f"(per-sample gradients of one chunk: {args.chunk_size * num_params * 4 / 2**20:.1f} MiB), "
+        f"{peak_rss_mib():.0f} MiB at the end"
+    )
+
+
+if __name__ == "__main__":
+    main()

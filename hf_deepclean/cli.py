@@ -1,0 +1,85 @@
+"""``hf-deepclean``: a thin dispatcher over the commands in :mod:`hf_deepclean.commands`.
+
+Errors the user can fix print one line (``error: ...``) and exit 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+COMMANDS = {
+    "train": "Train the original model (or the gold model on D_r with --gold).",
+    "unlearn": "Forget part of the training data with DeepClean (or a baseline with --method).",
+    "evaluate": "Evaluate an unlearned model against the gold and original models.",
+    "sweep": "Reset-only sensitivity sweep over fractions or thresholds from one Fisher pass.",
+    "benchmark": "Compare unlearning methods across scenarios, models and seeds.",
+    "push": "Push an unlearned model folder and its model card to the Hub.",
+    "demo": "Train, retrain gold, unlearn one digit class and print the comparison table.",
+}
+
+
+def _usage() -> str:
+    lines = ["usage: hf-deepclean COMMAND [options]   (hf-deepclean COMMAND --help for its options)", "", "commands:"]
+    lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .arguments import ConfigError
+    from .data import DataError
+    from .outputs import OutputDirError
+    from .training import ModelError
+
+    errors: list[type[BaseException]] = [ConfigError, DataError, OutputDirError, ModelError, ValueError, FileNotFoundError]
+    for module, name in (("hf_deepclean.hub", "HubPushError"),):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _pop_debug_flag(args: list[str]) -> bool:
+    """Remove a bare ``--debug`` (ours); ``--debug VALUE`` is TrainingArguments' own option."""
+    for i, token in enumerate(args):
+        if token == "--debug" and (i + 1 == len(args) or args[i + 1].startswith("--")):
+            del args[i]
+            return True
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        print(f"error: unknown command {command!r}.\n\n{_usage()}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    debug = _pop_debug_flag(rest)
+    try:
+        module = importlib.import_module(f"hf_deepclean.commands.{command}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"hf_deepclean.commands.{command}":
+            raise
+        print(f"error: the {command!r} command is not available in this version.", file=sys.stderr)
+        return 2
+    try:
+        return int(module.run(rest) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except _user_errors() as exc:
+        if debug:
+            raise
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Steps every command shares: load data, split it, load the model."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from ..arguments import DataArguments, ForgetArguments, ModelArguments
+from ..data import ForgetSpec, apply_label_noise, label_maps, load_image_processor, split_forget_retain
+from ..outputs import require_complete
+from ..training import load_classifier, num_classes
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunData:
+    """The data of one run: D (``train``, noisy labels applied), ``forget``, ``retain``, ``test``."""
+
+    train: object
+    test: object
+    forget: object | None
+    retain: object | None
+    spec: ForgetSpec | None
+
+
+def load_run_data(data_args: DataArguments, forget_args: ForgetArguments | None, seed: int = 0) -> RunData:
+    dataset = data_args.load(seed=seed)
+    spec = forget_args.to_spec() if forget_args is not None and forget_args.is_given() else None
+    train = dataset["train"]
+    if spec is None:
+        return RunData(train=train, test=dataset["test"], forget=None, retain=None, spec=None)
+    splits = split_forget_retain(train, spec)
+    return RunData(
+        train=apply_label_noise(train, spec), test=dataset["test"], forget=splits["forget"], retain=splits["retain"], spec=spec
+    )
+
+
+def load_model_for(data: RunData, model_args: ModelArguments, path: str | None = None, seed: int = 0):
+    path = path if path is not None else model_args.model_name_or_path
+    require_complete(path)
+    id2label, label2id = label_maps(data.train)
+    return load_classifier(
+        path,
+        num_labels=num_classes(data.train),
+        id2label=id2label,
+        label2id=label2id,
+        architecture=model_args.architecture,
+        image_size=model_args.image_size,
+        ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
+        allow_pickle=model_args.allow_pickle,
+        trust_remote_code=model_args.trust_remote_code,
+        seed=seed,
+    )
+
+
+def load_processor_for(model_args: ModelArguments, path: str | None = None):
+    return load_image_processor(path if path is not None else model_args.model_name_or_path, model_args.image_size)
