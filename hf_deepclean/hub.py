@@ -83,6 +83,8 @@ def forget_fingerprint(values: Iterable[Any], salt: str) -> str:
     """
     if not isinstance(salt, str) or not salt:
         raise ValueError("salt must be a non-empty string: create one with hf_deepclean.hub.generate_salt()")
+    if isinstance(values, (str, bytes)):
+        raise TypeError("values must be a collection of ids or indices, not a single string")
     if hasattr(values, "tolist"):  # numpy arrays and tensors
         values = values.tolist()
     items = sorted({_canonical(v) for v in values})
@@ -107,9 +109,8 @@ def record_from_report(
     **extra: Any,
 ) -> dict:
     """The card record: the report dict (``UnlearningReport.to_dict()``) plus what the report does not know."""
-    record = dict(report)
-    record.update(base_model=base_model, dataset=dataset, hyperparameters=dict(hyperparameters or {}), **extra)
-    return record
+    given = dict(base_model=base_model, dataset=dataset, hyperparameters=hyperparameters, **extra)
+    return {**dict(report), **{key: value for key, value in given.items() if value is not None}}
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
@@ -270,7 +271,7 @@ def render_model_card(record: Mapping[str, Any]) -> ModelCard:
         "has_gold": bool(gold),
         "has_original": bool(record.get("original")),
         "timing_rows": _timing_rows(dict(record.get("time_s") or {}), gold.get("time_s")),
-        "versions": record.get("versions") or _versions(),
+        "versions": list(dict(record.get("versions") or {}).items()) or _versions(),
     }
     return ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), u=view)
 

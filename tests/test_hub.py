@@ -185,6 +185,8 @@ def test_verify_fingerprint_and_salt():
         forget_fingerprint(FORGET_IDS, "")
     with pytest.raises(ValueError, match="empty"):
         forget_fingerprint([], SALT)
+    with pytest.raises(TypeError, match="single string"):
+        forget_fingerprint("user-7731-secret", SALT)
 
 
 # ------------------------------------------------------------------------------------------ model card
