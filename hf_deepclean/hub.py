@@ -241,7 +241,7 @@ def render_model_card(record: Mapping[str, Any]) -> ModelCard:
         "size": _fmt(forget_in.get("size")),
         "kind": forget_in.get("kind") or ("labels" if labels else "unknown"),
         "labels": None if labels is None else str(labels),
-        "fingerprint": forget_in.get("fingerprint") or "not recorded",
+        "fingerprint": str(forget_in.get("fingerprint") or "not recorded"),
     }
     metric_rows, eval_results = _metrics(record, str(dataset) if _is_hub_id(dataset) else dataset_name, dataset_name)
     gold = dict(record.get("gold") or {})
@@ -254,7 +254,7 @@ def render_model_card(record: Mapping[str, Any]) -> ModelCard:
         license=record.get("license"),
         tags=["machine-unlearning", "deepclean", method, "image-classification"],
         metrics=["accuracy"],
-        model_name=model_name,
+        model_name=model_name if eval_results else None,  # only the model-index uses it
         eval_results=eval_results or None,
     )
     view = {
