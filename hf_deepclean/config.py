@@ -1,0 +1,124 @@
+"""DeepCleanConfig: TrainingArguments plus the DeepClean method's settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+RESET_MODES = ("zero", "init", "none")
+NORM_POLICIES = ("init", "exclude", "same")
+FISHER_ESTIMATORS = ("empirical", "expected", "batch")
+
+
+@dataclass
+class DeepCleanConfig(TrainingArguments):
+    """Configuration of a DeepClean run: Fisher pass, weight selection, reset, masked fine-tune.
+
+    The training fields are ``transformers.TrainingArguments``; their defaults here are a short
+    fine-tune that suits the tiny digits models (pass your own budget for large models).
+
+    Args:
+        threshold: gamma; weights with ``I_Df / (I_Dr + ratio_eps) > threshold`` are selected.
+            Exactly one of ``threshold`` and ``top_fraction``.
+        top_fraction: Select the top fraction (0, 1] of the eligible weights by Fisher ratio.
+        fisher_estimator: ``empirical`` (per-sample, the paper's), ``expected`` or ``batch`` (cheap,
+            batch-size dependent).
+        fisher_batch_size: Batch size of the Fisher pass.
+        fisher_chunk_size: Samples per vmap call; bounds per-sample-gradient memory
+            (``chunk x parameters x 4`` bytes).
+        fisher_max_samples: Use at most this many (seeded) samples per Fisher.
+        ratio_eps: Absolute eps of the ratio; keeps mathematically-zero gradients from being selected.
+        reset: What selected weights become before the fine-tune: ``zero`` (the paper), ``init``
+            (re-initialised as the model initialises them) or ``none``.
+        norm_policy: Normalisation-layer weights: ``init`` (selected entries reset to their init
+            values, 1 for scales and 0 for shifts, whatever ``reset`` says), ``exclude`` (never
+            selected) or ``same`` (treated like any weight; zeroing scales can collapse a ResNet).
+        include_parameters: Only parameters matching these patterns are eligible (glob, ``re:`` regex
+            or module name).
+        exclude_parameters: Parameters matching these patterns are never selected.
+        freeze_batchnorm_stats: Keep BatchNorm running statistics of layers with no selected weight
+            fixed during the fine-tune (they are buffers, not weights; see the README).
+        save_fisher: Also write the Fishers as ``_fisher_forget/_fisher_retain.safetensors``.
+        overwrite_output_dir: Replace the contents of a non-empty ``output_dir``.
+    """
+
+    threshold: float | None = field(
+        default=None, metadata={"help": "gamma: select weights with Fisher ratio I_Df/I_Dr above it."}
+    )
+    top_fraction: float | None = field(
+        default=None, metadata={"help": "Select the top fraction (0, 1] of weights by Fisher ratio (e.g. 0.1 = 10%%)."}
+    )
+    fisher_estimator: str = field(
+        default="empirical", metadata={"help": "Fisher estimator: empirical (paper), expected or batch (cheap)."}
+    )
+    fisher_batch_size: int = field(default=64, metadata={"help": "Batch size of the Fisher pass."})
+    fisher_chunk_size: int = field(
+        default=32, metadata={"help": "Samples per vmap call; per-sample gradients use chunk x params x 4 bytes."}
+    )
+    fisher_max_samples: int | None = field(
+        default=None, metadata={"help": "Use at most this many (seeded) samples for each Fisher."}
+    )
+    ratio_eps: float = field(
+        default=1e-12, metadata={"help": "Absolute eps in I_Df / (I_Dr + eps); zero-gradient weights stay unselected."}
+    )
+    reset: str = field(
+        default="zero", metadata={"help": "Reset of the selected weights: zero (paper), init or none."}
+    )
+    norm_policy: str = field(
+        default="init",
+        metadata={"help": "Normalisation weights: init (reset to 1/0 when selected), exclude, or same as others."},
+    )
+    include_parameters: list[str] | None = field(
+        default=None, metadata={"help": "Only parameters matching these patterns may be selected."}
+    )
+    exclude_parameters: list[str] | None = field(
+        default=None, metadata={"help": "Parameters matching these patterns are never selected."}
+    )
+    freeze_batchnorm_stats: bool = field(
+        default=True, metadata={"help": "Keep BatchNorm running stats of layers with no selected weight fixed."}
+    )
+    save_fisher: bool = field(
+        default=False, metadata={"help": "Also save the Fishers (_fisher_*.safetensors, kept out of Hub pushes)."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace the contents of a non-empty --output_dir."}
+    )
+    # A short masked fine-tune (TrainingArguments fields with DeepClean defaults).
+    output_dir: str | None = field(default=None, metadata={"help": "Where the unlearned model is written."})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs of the masked fine-tune on D_r."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Learning rate of the masked fine-tune (3e-3 suits the tiny models)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (frozen weights never decay)."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Fine-tune batch size per device."})
+    per_device_eval_batch_size: int = field(default=128, metadata={"help": "Evaluation batch size per device."})
+    save_strategy: str = field(default="no", metadata={"help": "Checkpointing: no, steps or epoch."})
+    logging_strategy: str = field(default="epoch", metadata={"help": "Logging: no, steps or epoch."})
+    report_to: str | list[str] | None = field(default="none", metadata={"help": "Loggers (tensorboard, wandb, ...)."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep False: images are transformed lazily from the raw column."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if (self.threshold is None) == (self.top_fraction is None):
+            raise ValueError(
+                f"Pass exactly one of threshold (got {self.threshold}) and top_fraction (got {self.top_fraction})."
+            )
+        if self.top_fraction is not None and not 0.0 < self.top_fraction <= 1.0:
+            raise ValueError(f"top_fraction={self.top_fraction} must be in (0, 1].")
+        if self.threshold is not None and not self.threshold >= 0:
+            raise ValueError(f"threshold={self.threshold} must be a number >= 0.")
+        if self.fisher_estimator not in FISHER_ESTIMATORS:
+            raise ValueError(f"fisher_estimator={self.fisher_estimator!r} must be one of {FISHER_ESTIMATORS}.")
+        if self.reset not in RESET_MODES:
+            raise ValueError(f"reset={self.reset!r} must be one of {RESET_MODES}.")
+        if self.norm_policy not in NORM_POLICIES:
+            raise ValueError(f"norm_policy={self.norm_policy!r} must be one of {NORM_POLICIES}.")
+        for name in ("fisher_batch_size", "fisher_chunk_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
+        if self.fisher_max_samples is not None and self.fisher_max_samples < 1:
+            raise ValueError(f"fisher_max_samples={self.fisher_max_samples} must be >= 1 or unset.")
+        if not self.ratio_eps >= 0:
+            raise ValueError(f"ratio_eps={self.ratio_eps} must be >= 0.")

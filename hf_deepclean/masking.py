@@ -1,0 +1,171 @@
+"""Reset the selected weights, then keep every other weight bit-for-bit frozen while training.
+
+Three mechanisms, each for a reason:
+
+- tensors with no selected entry get ``requires_grad=False``: they leave the optimizer and DDP;
+- partially selected tensors get a gradient hook that zeroes the frozen entries before
+  accumulation, all-reduce, unscaling and clipping (so clipping sees the selected entries only);
+  ``masked_fill`` rather than ``g * mask`` because ``inf * 0`` is NaN;
+- after every optimizer step the frozen entries are restored from a snapshot, because AdamW's
+  decoupled weight decay (and any momentum an optimizer keeps) moves weights whose gradient is zero.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Mapping
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+_NORM_TYPES = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._NormBase)
+
+
+def normalization_parameter_names(model: torch.nn.Module) -> list[str]:
+    """Names of the affine weights of normalisation layers (LayerNorm, BatchNorm, GroupNorm, RMSNorm ...)."""
+    names = []
+    for module_name, module in model.named_modules():
+        is_norm = isinstance(module, _NORM_TYPES) or type(module).__name__.endswith(("Norm", "Norm2d", "RMSNorm"))
+        if not is_norm:
+            continue
+        for param_name, _ in module.named_parameters(recurse=False):
+            names.append(f"{module_name}.{param_name}" if module_name else param_name)
+    return names
+
+
+def _norm_init_value(name: str) -> float:
+    # Normalisation layers initialise scales to 1 and shifts to 0.
+    return 0.0 if name.endswith("bias") else 1.0
+
+
+@torch.no_grad()
+def reset_selected_weights(
+    model: torch.nn.Module,
+    mask: Mapping[str, torch.Tensor],
+    mode: str = "zero",
+    *,
+    norm_policy: str = "init",
+    seed: int = 0,
+) -> int:
+    """Overwrite the selected entries: ``zero``, ``init`` (fresh initialisation) or ``none``.
+
+    Normalisation weights follow ``norm_policy``: with ``init`` (default) their selected entries
+    go back to 1 (scales) / 0 (shifts) whatever ``mode`` is, since a zero scale kills the layer.
+    Returns the number of entries reset.
+    """
+    if mode not in ("zero", "init", "none"):
+        raise ValueError(f"reset={mode!r} must be one of zero, init, none.")
+    if mode == "none":
+        return 0
+    params = dict(model.named_parameters())
+    norm_names = set(normalization_parameter_names(model)) if norm_policy == "init" else set()
+    fresh = _fresh_parameters(model, seed) if mode == "init" else None
+    count = 0
+    for name, selected in mask.items():
+        if name not in params:
+            raise KeyError(f"Mask entry {name!r} is not a parameter of the model; was the mask made for another model?")
+        if not bool(selected.any()):
+            continue
+        param = params[name]
+        selected = selected.to(param.device)
+        if name in norm_names:
+            param.masked_fill_(selected, _norm_init_value(name))
+        elif fresh is not None:
+            param.copy_(torch.where(selected, fresh[name].to(param.device, param.dtype), param))
+        else:
+            param.masked_fill_(selected, 0.0)
+        count += int(selected.sum())
+    return count
+
+
+def _fresh_parameters(model: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    """The parameters a freshly initialised model of the same config would have."""
+    config = getattr(model, "config", None)
+    torch_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        if config is not None and hasattr(type(model), "_from_config"):
+            fresh_model = type(model)._from_config(copy.deepcopy(config))
+        else:
+            fresh_model = copy.deepcopy(model)
+            for module in fresh_model.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+    finally:
+        torch.random.set_rng_state(torch_state)
+    return {n: p.detach() for n, p in fresh_model.named_parameters()}
+
+
+class GradientMask:
+    """Freeze every weight outside ``mask``; install with :meth:`attach`, undo with :meth:`detach`."""
+
+    def __init__(self, model: torch.nn.Module, mask: Mapping[str, torch.Tensor]):
+        self.model = model
+        self.mask = {name: m.bool() for name, m in mask.items()}
+        self._handles: list = []
+        self._frozen_values: dict[str, tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]] = {}
+        self._original_requires_grad: dict[str, bool] = {}
+        self.num_frozen_tensors = 0
+        self.num_partial_tensors = 0
+
+    def attach(self) -> "GradientMask":
+        params = dict(self.model.named_parameters())
+        missing = sorted(set(self.mask) - set(params))
+        if missing:
+            raise KeyError(f"Mask names {missing[:3]} are not parameters of the model; the mask belongs to another model.")
+        for name, param in params.items():
+            self._original_requires_grad[name] = param.requires_grad
+            selected = self.mask.get(name)
+            if selected is None or not bool(selected.any()):
+                param.requires_grad_(False)
+                self.num_frozen_tensors += 1
+                continue
+            if bool(selected.all()):
+                continue
+            selected = selected.to(param.device)
+            frozen = ~selected
+            self._handles.append(param.register_hook(lambda g, frozen=frozen: g.masked_fill(frozen, 0)))
+            self._frozen_values[name] = (param, frozen, param.detach().clone())
+            self.num_partial_tensors += 1
+        return self
+
+    @torch.no_grad()
+    def restore_frozen(self, *_args, **_kwargs) -> None:
+        """Put the frozen entries of partially selected tensors back (after an optimizer step)."""
+        for param, frozen, values in self._frozen_values.values():
+            param.copy_(torch.where(frozen, values, param))
+
+    def register_with(self, optimizer: torch.optim.Optimizer) -> None:
+        """Restore the frozen entries after every step of ``optimizer`` (unwraps accelerate's wrapper)."""
+        inner = getattr(optimizer, "optimizer", optimizer)
+        self._handles.append(inner.register_step_post_hook(self.restore_frozen))
+
+    def detach(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        params = dict(self.model.named_parameters())
+        for name, flag in self._original_requires_grad.items():
+            if name in params:
+                params[name].requires_grad_(flag)
+        self._frozen_values.clear()
+
+
+def freeze_batchnorm_statistics(model: torch.nn.Module, mask: Mapping[str, torch.Tensor]) -> list:
+    """Keep the running statistics of BatchNorm layers with no selected weight fixed during training.
+
+    Running mean/var are buffers, not weights, so the mask cannot freeze them; a forward pre-hook
+    puts those layers in eval mode (normalise with the stored statistics, update nothing).
+    Returns the hook handles.
+    """
+    handles = []
+    for module_name, module in model.named_modules():
+        if not isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            continue
+        prefix = f"{module_name}." if module_name else ""
+        selected = any(bool(mask[prefix + p].any()) for p, _ in module.named_parameters(recurse=False) if prefix + p in mask)
+        if not selected:
+            handles.append(module.register_forward_pre_hook(lambda m, _inputs: setattr(m, "training", False)))
+    return handles
