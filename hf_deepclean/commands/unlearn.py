@@ -1,0 +1,157 @@
+"""``hf-deepclean unlearn``: make a trained classifier forget part of its training data."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
+from ..config import DeepCleanConfig
+from ..outputs import check_output_dir, run_folder
+from .common import RunData, load_model_for, load_processor_for, load_run_data
+
+logger = logging.getLogger(__name__)
+
+SALT_FILE = "_forget_fingerprint_salt.txt"
+
+
+@dataclass
+class UnlearnScriptArguments:
+    """Args:
+    gold_model: Folder of the gold model (retrained on D_r) to compare against in the report.
+    evaluate_original: Also evaluate the original model (the "did nothing" reference).
+    fingerprint_salt: Secret salt of the forget-set fingerprint (default: a new random one).
+    """
+
+    gold_model: str | None = field(
+        default=None, metadata={"help": "Gold model folder (retrained on D_r) to compare against in the report."}
+    )
+    evaluate_original: bool = field(
+        default=True, metadata={"help": "Also evaluate the original model, the 'did nothing' reference."}
+    )
+    fingerprint_salt: str | None = field(
+        default=None,
+        metadata={"help": "Secret salt of the forget-set fingerprint; default: a new random salt saved locally."},
+    )
+    eval_batch_size: int = field(default=256, metadata={"help": "Batch size of the evaluation passes."})
+
+
+def forget_record(data: RunData, salt: str) -> dict:
+    """What the report and card say about the forget set: counts, classes, kind, a salted fingerprint."""
+    from ..hub import forget_fingerprint
+    from ..data import forget_indices
+
+    spec = data.spec
+    values = [str(v) for v in spec.ids] if spec.ids is not None else forget_indices(data.train, spec).tolist()
+    labels = sorted({int(v) for v in data.forget["label"]}) if spec.kind == "labels" else None
+    return {
+        "size": len(data.forget),
+        "kind": spec.kind,
+        "labels": labels,
+        "fingerprint": forget_fingerprint(values, salt),
+    }
+
+
+def evaluate_run(model, data: RunData, processor, *, method, gold_path, original, selection, time_s, gold_time_s,
+                 forget_info, batch_size, seed, model_args, accelerator=None):
+    """The unlearning report for ``model``: metrics, gold and original columns, deltas."""
+    from ..evaluation import evaluate_unlearning
+
+    gold = load_model_for(data, model_args, path=gold_path, seed=seed) if gold_path else None
+    return evaluate_unlearning(
+        model,
+        {"retain": data.retain, "forget": data.forget, "test": data.test},
+        gold_model=gold,
+        original_model=original,
+        image_processor=processor,
+        forget_labels=forget_info.get("labels"),
+        method=method,
+        scenario=data.spec.scenario,
+        forget_info=forget_info,
+        selection=selection,
+        time_s=time_s,
+        gold_time_s=gold_time_s,
+        batch_size=batch_size,
+        accelerator=accelerator,
+        seed=seed,
+    )
+
+
+def _gold_time(gold_path: str | None) -> float | None:
+    summary = Path(gold_path) / "train_summary.json" if gold_path else None
+    if summary and summary.exists():
+        return json.loads(summary.read_text(encoding="utf-8")).get("train_time_s")
+    return None
+
+
+def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConfig) -> dict:
+    """Run DeepClean end to end and write the output folder; returns the report dict."""
+    import copy
+
+    from ..hub import generate_salt, record_from_report, write_model_card
+    from ..trainer import DeepCleanTrainer
+    from ..training import save_classifier
+
+    if not model_args.model_name_or_path:
+        raise ValueError("unlearn needs --model_name_or_path: the trained model to clean (train one with `hf-deepclean train`).")
+    out = check_output_dir(
+        args.output_dir, overwrite=args.overwrite_output_dir, inputs=[model_args.model_name_or_path],
+        resume=bool(args.resume_from_checkpoint),
+    )
+    data = load_run_data(data_args, forget_args, seed=args.seed)
+    model = load_model_for(data, model_args, seed=args.seed)
+    processor = load_processor_for(model_args)
+    original = copy.deepcopy(model) if script_args.evaluate_original else None
+    salt = script_args.fingerprint_salt or generate_salt()
+    forget_info = forget_record(data, salt)
+    from accelerate import PartialState
+
+    # Only the main process owns the output folder; the others help with the Fisher and training.
+    with run_folder(out) if PartialState().is_main_process else contextlib.nullcontext(out):
+        trainer = DeepCleanTrainer(
+            model, args, train_dataset=data.retain, forget_dataset=data.forget, processing_class=processor
+        )
+        trainer.unlearn(resume_from_checkpoint=args.resume_from_checkpoint)
+        stats = trainer.unlearning_stats
+        if not trainer.is_world_process_zero():
+            return {}
+        save_classifier(trainer.model, processor, out)
+        trainer.save_unlearning_artifacts(out)
+        if not script_args.fingerprint_salt:
+            (out / SALT_FILE).write_text(salt + "\n", encoding="utf-8")
+        report = evaluate_run(
+            trainer.model, data, processor, method="deepclean", gold_path=script_args.gold_model, original=original,
+            selection={k: stats[k] for k in ("threshold", "top_fraction", "selected_fraction", "num_selected")},
+            time_s={"fisher": stats["fisher_time_s"], "train": stats["train_time_s"], "total": stats["total_time_s"]},
+            gold_time_s=_gold_time(script_args.gold_model), forget_info=forget_info,
+            batch_size=script_args.eval_batch_size, seed=args.seed, model_args=model_args,
+        )
+        report.save(out)
+        hyperparameters = {
+            "threshold": args.threshold, "top_fraction": args.top_fraction, "fisher_estimator": args.fisher_estimator,
+            "reset": args.reset, "norm_policy": args.norm_policy, "num_train_epochs": args.num_train_epochs,
+            "learning_rate": args.learning_rate, "seed": args.seed,
+        }
+        write_model_card(out, record_from_report(
+            report, base_model=model_args.model_name_or_path, dataset=data_args.dataset_name or "digits",
+            hyperparameters=hyperparameters,
+        ))
+    print(report.to_markdown())
+    print(f"\nUnlearned model written to {out}")
+    if not script_args.fingerprint_salt:
+        print(f"The forget-set fingerprint salt is in {out / SALT_FILE}: keep it private (it is never pushed).")
+    return report.to_dict()
+
+
+def run(argv: list[str]) -> int:
+    model_args, data_args, forget_args, script_args, args = parse_arguments(
+        (ModelArguments, DataArguments, ForgetArguments, UnlearnScriptArguments, DeepCleanConfig),
+        argv,
+        prog="hf-deepclean unlearn",
+        description="Forget part of a trained classifier's training data with DeepClean.",
+    )
+    unlearn(model_args, data_args, forget_args, script_args, args)
+    return 0
