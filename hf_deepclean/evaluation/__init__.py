@@ -1,0 +1,38 @@
+"""Evaluation of unlearning: per-split outputs, accuracies, membership-inference attacks, the report.
+
+- :func:`collect_outputs` -> :class:`SplitOutputs` (per-sample losses, confidences, entropies, ...).
+- :func:`mia_loss_lr` and :func:`mia_efficacy`: the two attacks (sign conventions in :mod:`.mia`).
+- :func:`evaluate_unlearning` -> :class:`UnlearningReport` (``to_dict``, ``to_markdown``, ``save``, ``load``).
+- :class:`AccuracyMetric`, :class:`MIALossMetric`: ``evaluate`` modules that work offline
+  (imported on first use: ``evaluate`` is slow to import).
+"""
+
+from .core import evaluate_unlearning, metrics_from_outputs
+from .mia import mia_efficacy, mia_loss_lr
+from .outputs import SplitOutputs, collect_outputs
+from .report import REPORT_JSON, REPORT_MARKDOWN, UnlearningReport
+
+_LAZY = {"AccuracyMetric", "MIALossMetric"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        from . import metrics
+
+        return getattr(metrics, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "AccuracyMetric",
+    "MIALossMetric",
+    "REPORT_JSON",
+    "REPORT_MARKDOWN",
+    "SplitOutputs",
+    "UnlearningReport",
+    "collect_outputs",
+    "evaluate_unlearning",
+    "metrics_from_outputs",
+    "mia_efficacy",
+    "mia_loss_lr",
+]
