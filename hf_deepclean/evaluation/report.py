@@ -94,6 +94,13 @@ class UnlearningReport:
         """A JSON-safe dict with the keys of DESIGN.md (NaN becomes ``None``)."""
         return _json_safe(asdict(self))
 
+    # Mapping protocol, so that ``dict(report)`` and ``{**report}`` give the JSON-safe dict too.
+    def keys(self):
+        return self.to_dict().keys()
+
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
     @classmethod
     def from_dict(cls, data: dict) -> "UnlearningReport":
         known = {f for f in cls.__dataclass_fields__}
