@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -120,6 +121,19 @@ def _make_loader(data, *, batch_size, collate_fn, max_samples, seed) -> tuple[It
 # per-chunk kernels: each returns {name: float64 sum over the chunk's samples} for its estimator
 
 
+def _sum_of_squares(grads: dict[str, torch.Tensor], names) -> dict[str, torch.Tensor]:
+    """``sum_i g_i^2`` over the leading (sample) dim, squaring in place where it is safe."""
+    storages = Counter(grads[n].untyped_storage().data_ptr() for n in names)
+    out = {}
+    for n in names:
+        g = grads[n]
+        # expanded zeros (unused parameters) and gradients sharing memory (cls_token's is a view of
+        # position_embeddings' in ViT) must not be squared in place
+        alone = g.is_contiguous() and storages[g.untyped_storage().data_ptr()] == 1
+        out[n] = (g.square_() if alone else g.square()).sum(0).to(torch.float64)
+    return out
+
+
 def _vmap_kernels(model, names, estimator):
     def log_probs(params, x):
         out = functional_call(model, params, args=(), kwargs={"pixel_values": x.unsqueeze(0)})
@@ -134,7 +148,9 @@ def _vmap_kernels(model, names, estimator):
 
         def kernel(params, x, y):
             grads = per_sample(params, x, y)
-            return {n: grads[n].square().sum(0, dtype=torch.float64) for n in names}
+            # square in place and sum the chunk in the parameter dtype: a float64 upcast of every
+            # per-sample gradient costs as much as the backward pass; running totals are float64
+            return _sum_of_squares(grads, names)
 
         return kernel
 
@@ -321,7 +337,9 @@ def fisher_diagonal(
     if not names:
         raise ValueError(f"{type(model).__name__} has no trainable parameters to compute a Fisher diagonal for")
     device = named[names[0]].device
-    input_dtype = named[names[0]].dtype if named[names[0]].is_floating_point() else None
+    # inputs follow the dtype holding most weights (a float64 or bfloat16 model gets matching pixels)
+    largest = max(named.values(), key=lambda p: p.numel() if p.is_floating_point() else -1)
+    input_dtype = largest.dtype if largest.is_floating_point() else None
 
     loader, truncate = _make_loader(data, batch_size=batch_size, collate_fn=collate_fn, max_samples=max_samples, seed=seed)
     restore_even_batches = None

@@ -29,6 +29,20 @@ class DataDependentLogisticRegression(LogisticRegression):
         return super().forward(pixel_values)
 
 
+class SharedGradientModel(LogisticRegression):
+    """Two parameters added together (autograd may hand both the same gradient tensor) and one unused."""
+
+    def __init__(self, in_features: int, num_labels: int, dtype=torch.float64):
+        super().__init__(in_features, num_labels, dtype=dtype)
+        self.offset_a = nn.Parameter(torch.full((num_labels,), 0.1, dtype=dtype))
+        self.offset_b = nn.Parameter(torch.full((num_labels,), -0.2, dtype=dtype))
+        self.unused = nn.Parameter(torch.ones(3, dtype=dtype))
+
+    def forward(self, pixel_values, labels=None):
+        logits = self.linear(pixel_values.flatten(1)) + (self.offset_a + self.offset_b)
+        return SimpleNamespace(logits=logits)
+
+
 def random_dataset(n: int, shape, num_labels: int, seed: int = 0, dtype=torch.float32) -> list[dict]:
     gen = torch.Generator().manual_seed(seed)
     return [

@@ -11,6 +11,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _fisher_models import (  # noqa: E402
     DataDependentLogisticRegression,
     LogisticRegression,
+    SharedGradientModel,
     random_dataset,
     tiny_vit,
 )
@@ -221,3 +222,15 @@ def test_expected_vmap_matches_loop_on_hf_models(kind):
     data = random_dataset(3, shape, 4, seed=2)
     kw = dict(estimator="expected", batch_size=3, chunk_size=8, show_progress=False, dtype=torch.float64)
     assert_fisher_close(fisher_diagonal(model, data, method="vmap", **kw), per_sample_loop_fisher(model, data, **kw), rtol=2e-5)
+
+
+def test_shared_and_unused_gradients(logreg_data):
+    torch.manual_seed(0)
+    model = SharedGradientModel(D, K)
+    kw = dict(dtype=torch.float64, show_progress=False, chunk_size=4)
+    fast = fisher_diagonal(model, logreg_data, method="vmap", **kw)
+    assert_fisher_close(fast, per_sample_loop_fisher(model, logreg_data, **kw), rtol=1e-9)
+    # the offsets act like the bias: the same per-sample gradient, so the same Fisher
+    torch.testing.assert_close(fast["offset_a"], fast["linear.bias"])
+    torch.testing.assert_close(fast["offset_b"], fast["linear.bias"])
+    assert torch.equal(fast["unused"], torch.zeros(3, dtype=torch.float64))
