@@ -414,11 +414,16 @@ def read_ids_file(path: str | os.PathLike) -> list[str]:
 
 def load_image_processor(model_name_or_path: str | None, image_size: int = 16):
     """The model's image processor, or a plain resize+normalise one for models built from a config."""
-    from transformers import AutoImageProcessor, ViTImageProcessor
+    from transformers import AutoImageProcessor
+
+    try:  # transformers >= 5: the PIL backend needs no torchvision
+        from transformers import ViTImageProcessorPil as ViTImageProcessor
+    except ImportError:
+        from transformers import ViTImageProcessor
 
     if model_name_or_path:
         try:
-            return AutoImageProcessor.from_pretrained(model_name_or_path, use_fast=False)
+            return AutoImageProcessor.from_pretrained(model_name_or_path, backend="pil")
         except (OSError, ValueError):
             logger.warning("No image processor found at %s; using a %dx%d resize + normalise.", model_name_or_path, image_size, image_size)
     return ViTImageProcessor(
