@@ -20,7 +20,6 @@ duplicates), and one all-reduce adds the float64 totals and the counts.
 from __future__ import annotations
 
 import logging
-import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
@@ -288,8 +287,9 @@ def fisher_diagonal(
             ``c`` of ``p(c|x) * (d log p(c|x)/dw)^2``, no label sampling; costs ``num_classes``
             backward passes per sample, chunks shrink by ``num_classes`` to bound memory) or
             ``"batch"`` (squared gradient of each mini-batch's mean loss, averaged over batches,
-            as Selective Synaptic Dampening does; its value depends on the batch size: it is
-            roughly the empirical Fisher divided by the batch size plus the squared mean gradient).
+            as Selective Synaptic Dampening does; its value depends on the batch size ``B``: in
+            expectation it is ``m^2 + (F - m^2) / B`` with ``m`` the mean gradient and ``F`` the
+            empirical Fisher, so it is not comparable across batch sizes).
         batch_size: batch size when ``data`` is a dataset.
         collate_fn: collate function for a dataset (default: stack ``pixel_values`` and ``labels``).
         accelerator: an ``accelerate.Accelerator``; each process sums over its own shard
@@ -298,8 +298,10 @@ def fisher_diagonal(
         max_samples: use at most this many samples, drawn at random with ``seed`` (iterable
             data is truncated instead).
         seed: seed of the ``max_samples`` draw.
-        chunk_size: samples per ``vmap`` call; per-sample gradient memory is about
-            ``chunk_size * num_parameters * 4`` bytes.
+        chunk_size: samples per ``vmap`` call (chunks span batch borders); the per-sample
+            gradients of a chunk take ``chunk_size * num_parameters * 4`` bytes (float32), plus
+            the activations of ``chunk_size`` samples. Larger chunks are faster on small models
+            (128 on the tiny digits ViT); lower it for large models.
         dtype: dtype of the returned tensors (sums are accumulated in float64).
         show_progress: tqdm progress bar (main process only).
         parameter_names: restrict to these trainable parameter names (default: all trainable).

@@ -102,7 +102,7 @@ def test_estimators_differ(logreg, logreg_data):
 
 
 def test_default_dtype_names_and_shapes(logreg, logreg_data):
-    fisher = fisher_diagonal(logreg, logreg_data, show_progress=False)
+    fisher = fisher_diagonal(logreg, logreg_data, show_progress=True)
     assert {n: p.shape for n, p in logreg.named_parameters()} == {n: t.shape for n, t in fisher.items()}
     assert all(t.dtype == torch.float32 for t in fisher.values())
 
