@@ -1,3 +1,57 @@
-"""hf_deepclean: DeepClean machine unlearning for Hugging Face image classifiers."""
+"""hf_deepclean: DeepClean machine unlearning for Hugging Face image classifiers.
+
+Public API (imported lazily, so ``hf-deepclean --help`` stays fast)::
+
+    from hf_deepclean import (
+        ForgetSpec, split_forget_retain, load_builtin_dataset,   # data
+        fisher_diagonal, select_parameters, ParameterMask,       # Fisher and selection
+        DeepCleanConfig, DeepCleanTrainer,                       # the method
+        evaluate_unlearning, UnlearningReport,                   # evidence
+        push_unlearned_model, render_model_card,                 # Hub
+    )
+"""
+
+from importlib import import_module
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "ForgetSpec": "data",
+    "split_forget_retain": "data",
+    "load_builtin_dataset": "data",
+    "load_image_dataset": "data",
+    "apply_label_noise": "data",
+    "with_image_transform": "data",
+    "collate_fn": "data",
+    "fisher_diagonal": "fisher",
+    "select_parameters": "selection",
+    "ParameterMask": "selection",
+    "fisher_ratio": "selection",
+    "threshold_sweep": "selection",
+    "DeepCleanConfig": "config",
+    "DeepCleanTrainer": "trainer",
+    "GradientMask": "masking",
+    "reset_selected_weights": "masking",
+    "train_classifier": "training",
+    "load_classifier": "training",
+    "evaluate_unlearning": "evaluation",
+    "UnlearningReport": "evaluation",
+    "collect_outputs": "evaluation",
+    "push_unlearned_model": "hub",
+    "render_model_card": "hub",
+    "write_model_card": "hub",
+    "forget_fingerprint": "hub",
+    "verify_fingerprint": "hub",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

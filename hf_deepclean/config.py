@@ -84,6 +84,9 @@ class DeepCleanConfig(TrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace the contents of a non-empty --output_dir."}
     )
+    hub_private_repo: bool | None = field(
+        default=True, metadata={"help": "Push to a private repository (an unlearned model can still be sensitive)."}
+    )
     # A short masked fine-tune (TrainingArguments fields with DeepClean defaults).
     output_dir: str | None = field(default=None, metadata={"help": "Where the unlearned model is written."})
     num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs of the masked fine-tune on D_r."})

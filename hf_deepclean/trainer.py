@@ -97,6 +97,7 @@ class DeepCleanTrainer(Trainer):
         self.fisher_forget = fisher_forget
         self.fisher_retain = fisher_retain
         self.unlearning_stats: dict = {}
+        self.unlearning_report = None  # set it (an UnlearningReport or its dict) to put the evidence in the card
         self._gradient_mask: GradientMask | None = None
         self.add_callback(_SaveMaskCallback(self))
 
@@ -242,6 +243,44 @@ class DeepCleanTrainer(Trainer):
         if self._gradient_mask is not None:
             self._gradient_mask.register_with(optimizer)
         return optimizer
+
+    def card_record(self, **extra) -> dict:
+        """The model-card record: the evaluation report when one was attached, else what the trainer knows."""
+        from .hub import record_from_report
+
+        report = self.unlearning_report
+        if report is None:
+            stats = self.unlearning_stats
+            report = {
+                "method": "deepclean",
+                "forget": {"size": len(self.forget_dataset) if self.forget_dataset is not None else None},
+                "selection": {k: stats.get(k) for k in ("threshold", "top_fraction", "selected_fraction", "num_selected")},
+                "time_s": {"fisher": stats.get("fisher_time_s"), "train": stats.get("train_time_s"),
+                           "total": stats.get("total_time_s")},
+            }
+        elif hasattr(report, "to_dict"):
+            report = report.to_dict()
+        hyperparameters = {k: getattr(self.args, k) for k in (
+            "threshold", "top_fraction", "fisher_estimator", "reset", "norm_policy", "num_train_epochs", "learning_rate")}
+        return record_from_report(report, hyperparameters=hyperparameters, **extra)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call=_internal_call)
+        # The card and the mask are written on every save, not only on push.
+        if self.parameter_mask is not None and self.is_world_process_zero():
+            from .hub import write_model_card
+
+            self.save_unlearning_artifacts(output_dir)
+            write_model_card(output_dir or self.args.output_dir, self.card_record())
+
+    def create_model_card(self, *args, **kwargs):
+        """Trainer.push_to_hub calls this: write DeepClean's card instead of the generic one."""
+        if self.parameter_mask is None:
+            return super().create_model_card(*args, **kwargs)
+        from .hub import write_model_card
+
+        write_model_card(self.args.output_dir, self.card_record(**({"repo_id": self.hub_model_id}
+                                                                  if getattr(self, "hub_model_id", None) else {})))
 
     def save_unlearning_artifacts(self, output_dir: str | None = None) -> None:
         """Write the mask (and with ``save_fisher`` the Fishers) under ``_`` names, kept out of Hub pushes."""
