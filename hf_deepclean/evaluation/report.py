@@ -153,8 +153,13 @@ class UnlearningReport:
                 times.append(values.get("time_s"))
         lines.append("| time (s) | " + " | ".join(f"{t:.1f}" if _real(t) else "—" for t in times) + " |")
         lines.append("")
+        reference = (
+            "Δ = model minus gold: the closer to 0, the closer to retraining from scratch."
+            if self.gold
+            else "No gold (retrained) model was evaluated: there is no reference to compare with."
+        )
         lines.append(
-            "Accuracies and MIA in %. Δ = model minus gold: the closer to 0, the closer to retraining from scratch. "
+            f"Accuracies and MIA in %. {reference} "
             "MIA (loss LR): accuracy of a loss-based attacker telling the forget set from unseen data "
             "(50 = cannot tell). MIA-efficacy: % of the forget set an SVC attacker calls unseen (higher = more forgotten)."
         )
