@@ -232,3 +232,12 @@ def test_two_cpu_processes_gather_every_sample_once(tmp_path):
     np.testing.assert_array_equal(distributed["labels"], single.labels)
     np.testing.assert_array_equal(distributed["predictions"], single.predictions)
     np.testing.assert_allclose(distributed["losses"], single.losses, rtol=1e-5, atol=1e-6)
+
+
+def test_dataloader_splits_count_samples_not_batches(untrained, small_test, image_processor):
+    loader = torch.utils.data.DataLoader(with_image_transform(small_test, image_processor), batch_size=8,
+                                         collate_fn=collate_fn)
+    report = evaluate_unlearning(untrained, {"retain": loader, "forget": loader, "test": loader})
+    assert report.forget["size"] == 50 and report.config["retain_evaluated"] == 50
+    with pytest.raises(ValueError, match="DataLoader"):
+        evaluate_unlearning(untrained, {"retain": loader, "forget": loader, "test": loader}, retain_sample_size=10)

@@ -15,8 +15,21 @@ from .report import UnlearningReport
 logger = logging.getLogger(__name__)
 
 
+def _is_loader(dataset) -> bool:
+    import torch
+
+    return isinstance(dataset, torch.utils.data.DataLoader)
+
+
+def _num_samples(dataset) -> int:
+    # len() of a DataLoader counts batches
+    return len(dataset.dataset) if _is_loader(dataset) else len(dataset)
+
+
 def _subsample(dataset, size: int | None, seed: int):
     """A seeded subset of ``size`` rows (the same rows for every model), or the dataset itself."""
+    if size is not None and _is_loader(dataset):
+        raise ValueError("retain_sample_size needs a dataset, not a DataLoader: subsample the DataLoader's dataset.")
     if size is None or len(dataset) <= size:
         return dataset
     if size < 1:
@@ -164,7 +177,7 @@ def evaluate_unlearning(
             deltas[key] = value - ref if np.isfinite(value) and ref is not None and np.isfinite(ref) else None
 
     forget = {
-        "size": len(splits["forget"]),
+        "size": _num_samples(splits["forget"]),
         "labels": class_ids,
         "fingerprint": None,
         "kind": "labels" if class_ids is not None else None,
@@ -185,9 +198,9 @@ def evaluate_unlearning(
         config={
             "seed": seed,
             "batch_size": batch_size,
-            "retain_evaluated": len(retain_set),
-            "retain_size": len(splits["retain"]),
-            "test_size": len(splits["test"]),
+            "retain_evaluated": _num_samples(retain_set),
+            "retain_size": _num_samples(splits["retain"]),
+            "test_size": _num_samples(splits["test"]),
             "mia_min_samples_per_class": MIN_SAMPLES_PER_CLASS,
         },
     )
