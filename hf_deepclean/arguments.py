@@ -68,6 +68,8 @@ class DataArguments:
         train_split: Split holding the training data (D = D_r + D_f).
         test_split: Held-out split (default: test, then validation; else carved off train).
         train_val_split: Fraction of train carved off as test when there is no test split.
+        split_seed: Seed of the built-in train/test split and of any carving; independent of the training
+            ``seed`` so that train, unlearn and evaluate always see the same split.
     """
 
     dataset_name: str | None = field(
@@ -91,7 +93,12 @@ class DataArguments:
         default=None, metadata={"help": "Fraction of train carved off as test when there is no test split (0.15)."}
     )
 
-    def load(self, seed: int = 0):
+    split_seed: int = field(
+        default=0,
+        metadata={"help": "Seed of the train/test split and carving (kept apart from --seed so every command sees the same split)."},
+    )
+
+    def load(self):
         from .data import load_image_dataset
 
         return load_image_dataset(
@@ -104,7 +111,7 @@ class DataArguments:
             train_split=self.train_split,
             test_split=self.test_split,
             train_val_split=self.train_val_split,
-            seed=seed,
+            seed=self.split_seed,
         )
 
 

@@ -21,7 +21,10 @@ class DeepCleanConfig(TrainingArguments):
     Args:
         threshold: gamma; weights with ``I_Df / (I_Dr + ratio_eps) > threshold`` are selected.
             Exactly one of ``threshold`` and ``top_fraction``.
-        top_fraction: Select the top fraction (0, 1] of the eligible weights by Fisher ratio.
+        top_fraction: Select the top fraction (0, 1] of the eligible weights by Fisher ratio, or ``"auto"``
+            (see :mod:`hf_deepclean.sweep`: the smallest fraction whose reset-only model forgets by a
+            criterion that needs no gold model; needs an ``eval_dataset``).
+        auto_fractions, auto_retain_floor, auto_mia_margin: Settings of ``top_fraction="auto"``.
         fisher_estimator: ``empirical`` (per-sample, the paper's), ``expected`` or ``batch`` (cheap,
             batch-size dependent).
         fisher_batch_size: Batch size of the Fisher pass.
@@ -46,8 +49,19 @@ class DeepCleanConfig(TrainingArguments):
     threshold: float | None = field(
         default=None, metadata={"help": "gamma: select weights with Fisher ratio I_Df/I_Dr above it."}
     )
-    top_fraction: float | None = field(
-        default=None, metadata={"help": "Select the top fraction (0, 1] of weights by Fisher ratio (e.g. 0.1 = 10%%)."}
+    top_fraction: str | None = field(
+        default=None,
+        metadata={"help": "Select the top fraction (0, 1] of weights by Fisher ratio (e.g. 0.1 = 10%%), or 'auto': "
+                  "the smallest fraction whose reset-only model meets a no-gold criterion (needs an eval_dataset)."},
+    )
+    auto_fractions: list[float] | None = field(
+        default=None, metadata={"help": "Fractions tried by top_fraction=auto (default 0.005 ... 0.3)."}
+    )
+    auto_retain_floor: float = field(
+        default=0.5, metadata={"help": "top_fraction=auto: minimum retain accuracy right after the reset."}
+    )
+    auto_mia_margin: float = field(
+        default=0.05, metadata={"help": "top_fraction=auto, sample forgetting: accept loss-MIA within 0.5 +- margin."}
     )
     fisher_estimator: str = field(
         default="empirical", metadata={"help": "Fisher estimator: empirical (paper), expected or batch (cheap)."}
@@ -97,7 +111,6 @@ class DeepCleanConfig(TrainingArguments):
     per_device_eval_batch_size: int = field(default=128, metadata={"help": "Evaluation batch size per device."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing: no, steps or epoch."})
     logging_strategy: str = field(default="epoch", metadata={"help": "Logging: no, steps or epoch."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Loggers (tensorboard, wandb, ...)."})
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep False: images are transformed lazily from the raw column."}
     )
@@ -108,8 +121,13 @@ class DeepCleanConfig(TrainingArguments):
             raise ValueError(
                 f"Pass exactly one of threshold (got {self.threshold}) and top_fraction (got {self.top_fraction})."
             )
-        if self.top_fraction is not None and not 0.0 < self.top_fraction <= 1.0:
-            raise ValueError(f"top_fraction={self.top_fraction} must be in (0, 1].")
+        if self.top_fraction is not None and self.top_fraction != "auto":
+            try:
+                self.top_fraction = float(self.top_fraction)
+            except (TypeError, ValueError):
+                raise ValueError(f"top_fraction={self.top_fraction!r} must be a number in (0, 1] or 'auto'.") from None
+            if not 0.0 < self.top_fraction <= 1.0:
+                raise ValueError(f"top_fraction={self.top_fraction} must be in (0, 1].")
         if self.threshold is not None and not self.threshold >= 0:
             raise ValueError(f"threshold={self.threshold} must be a number >= 0.")
         if self.fisher_estimator not in FISHER_ESTIMATORS:

@@ -97,7 +97,8 @@ class DeepCleanTrainer(Trainer):
         self.fisher_forget = fisher_forget
         self.fisher_retain = fisher_retain
         self.unlearning_stats: dict = {}
-        self.unlearning_report = None  # set it (an UnlearningReport or its dict) to put the evidence in the card
+        self.unlearning_report = None
+        self.auto_sweep: dict | None = None  # set it (an UnlearningReport or its dict) to put the evidence in the card
         self._gradient_mask: GradientMask | None = None
         self.add_callback(_SaveMaskCallback(self))
 
@@ -157,11 +158,12 @@ class DeepCleanTrainer(Trainer):
         exclude = list(args.exclude_parameters or [])
         if args.norm_policy == "exclude":
             exclude += normalization_parameter_names(self.model)
+        top_fraction = self.choose_top_fraction(exclude) if args.top_fraction == "auto" else args.top_fraction
         mask = select_parameters(
             self.fisher_forget,
             self.fisher_retain,
             threshold=args.threshold,
-            top_fraction=args.top_fraction,
+            top_fraction=top_fraction,
             eps=args.ratio_eps,
             include=args.include_parameters,
             exclude=exclude or None,
@@ -178,6 +180,29 @@ class DeepCleanTrainer(Trainer):
         if mask.num_selected == mask.num_total:
             logger.warning("The selection covers every weight: DeepClean then amounts to retraining the whole model.")
         return mask
+
+    def choose_top_fraction(self, exclude=None) -> float:
+        """``top_fraction="auto"``: sweep reset-only models and keep the smallest that forgets (see sweep.py)."""
+        from .sweep import DEFAULT_FRACTIONS, choose_top_fraction, is_class_forgetting, reset_sweep
+
+        if self.eval_dataset is None:
+            raise ValueError("top_fraction='auto' needs eval_dataset: a validation split the model was not trained on.")
+        args = self.args
+        model = self.accelerator.unwrap_model(self.model)
+        rows = reset_sweep(
+            model, self.fisher_forget, self.fisher_retain,
+            {"forget": self.forget_dataset, "retain": self.train_dataset, "validation": self.eval_dataset},
+            fractions=args.auto_fractions or DEFAULT_FRACTIONS, reset=args.reset, norm_policy=args.norm_policy,
+            eps=args.ratio_eps, exclude=exclude or None, seed=args.seed,
+        )
+        class_forgetting = is_class_forgetting(self.forget_dataset, self.train_dataset)
+        fraction, reason = choose_top_fraction(
+            rows, class_forgetting=class_forgetting, num_classes=model.config.num_labels,
+            retain_floor=args.auto_retain_floor, mia_margin=args.auto_mia_margin,
+        )
+        self.auto_sweep = {"rows": rows, "chosen": fraction, "reason": reason, "class_forgetting": class_forgetting}
+        logger.info("top_fraction=auto chose %s: %s.", fraction, reason)
+        return fraction
 
     def unlearn(self, resume_from_checkpoint: str | bool | None = None, **train_kwargs):
         """Fisher -> selection -> reset -> masked fine-tune on D_r. Returns Trainer's TrainOutput."""
@@ -205,7 +230,7 @@ class DeepCleanTrainer(Trainer):
             "num_total": self.parameter_mask.num_total,
             "selected_fraction": self.parameter_mask.selected_fraction,
             "threshold": self.parameter_mask.threshold,
-            "top_fraction": self.args.top_fraction,
+            "top_fraction": self.auto_sweep["chosen"] if self.auto_sweep else self.args.top_fraction,
             "num_reset": num_reset,
             "fisher_time_s": fisher_time,
         }

@@ -235,3 +235,17 @@ def test_transform_and_collate(digits, image_processor):
     batch = collate_fn([transformed[i] for i in range(5)])
     assert batch["pixel_values"].shape == (5, 3, 16, 16)
     assert batch["labels"].tolist() == list(digits["test"]["label"])[:5]
+
+
+def test_training_seed_never_changes_the_split():
+    # Regression: the split once followed TrainingArguments.seed (42), so `unlearn` evaluated on images
+    # the original model had trained on.
+    from hf_deepclean.arguments import DataArguments, ForgetArguments
+    from hf_deepclean.commands.common import load_run_data
+
+    a = load_run_data(DataArguments(), ForgetArguments(forget_labels=["3"]), seed=0)
+    b = load_run_data(DataArguments(), ForgetArguments(forget_labels=["3"]), seed=42)
+    assert list(a.test["label"]) == list(b.test["label"])
+    assert [x.tobytes() for x in a.test["image"][:20]] == [x.tobytes() for x in b.test["image"][:20]]
+    other = load_run_data(DataArguments(split_seed=1), ForgetArguments(forget_labels=["3"]))
+    assert [x.tobytes() for x in other.test["image"][:20]] != [x.tobytes() for x in a.test["image"][:20]]

@@ -24,8 +24,10 @@ class RunData:
     spec: ForgetSpec | None
 
 
-def load_run_data(data_args: DataArguments, forget_args: ForgetArguments | None, seed: int = 0) -> RunData:
-    dataset = data_args.load(seed=seed)
+def load_run_data(data_args: DataArguments, forget_args: ForgetArguments | None, seed: int | None = None) -> RunData:
+    """Load and split the data. ``seed`` is ignored: the split depends only on ``data_args.split_seed``."""
+    del seed  # the training seed must never change which images are train and which are test
+    dataset = data_args.load()
     spec = forget_args.to_spec() if forget_args is not None and forget_args.is_given() else None
     train = dataset["train"]
     if spec is None:
@@ -56,3 +58,16 @@ def load_model_for(data: RunData, model_args: ModelArguments, path: str | None =
 
 def load_processor_for(model_args: ModelArguments, path: str | None = None):
     return load_image_processor(path if path is not None else model_args.model_name_or_path, model_args.image_size)
+
+
+def carve_validation(data: RunData, fraction: float = 0.5, seed: int = 0) -> tuple[object, str]:
+    """A validation split for choices made without a gold model: a seeded, stratified part of the test split.
+
+    The carved part is removed from ``data.test`` so the report's test metrics never include it.
+    Returns the validation set and a sentence saying where it came from.
+    """
+    parts = data.test.train_test_split(test_size=fraction, seed=seed, stratify_by_column="label")
+    data.test = parts["train"]
+    source = (f"{len(parts['test'])} images carved (seeded, stratified) off the test split; the report's test "
+              f"metrics use the other {len(parts['train'])}")
+    return parts["test"], source

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
 from ..config import DeepCleanConfig
 from ..outputs import check_output_dir, run_folder
-from .common import RunData, load_model_for, load_processor_for, load_run_data
+from .common import RunData, carve_validation, load_model_for, load_processor_for, load_run_data
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +102,10 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
         resume=bool(args.resume_from_checkpoint),
     )
     data = load_run_data(data_args, forget_args, seed=args.seed)
+    validation = None
+    if args.top_fraction == "auto":
+        validation, source = carve_validation(data, seed=data_args.split_seed)
+        logger.info("top_fraction=auto validation: %s.", source)
     model = load_model_for(data, model_args, seed=args.seed)
     processor = load_processor_for(model_args)
     original = copy.deepcopy(model) if script_args.evaluate_original else None
@@ -112,7 +116,8 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     # Only the main process owns the output folder; the others help with the Fisher and training.
     with run_folder(out) if PartialState().is_main_process else contextlib.nullcontext(out):
         trainer = DeepCleanTrainer(
-            model, args, train_dataset=data.retain, forget_dataset=data.forget, processing_class=processor
+            model, args, train_dataset=data.retain, forget_dataset=data.forget, eval_dataset=validation,
+            processing_class=processor,
         )
         trainer.unlearn(resume_from_checkpoint=args.resume_from_checkpoint)
         stats = trainer.unlearning_stats
@@ -129,6 +134,11 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
             gold_time_s=_gold_time(script_args.gold_model), forget_info=forget_info,
             batch_size=script_args.eval_batch_size, seed=args.seed, model_args=model_args,
         )
+        if trainer.auto_sweep:
+            report.notes = list(getattr(report, "notes", None) or []) + [
+                f"top_fraction=auto chose {trainer.auto_sweep['chosen']:g}: {trainer.auto_sweep['reason']}; "
+                f"validation: {source}."
+            ]
         report.save(out)
         hyperparameters = {
             "threshold": args.threshold, "top_fraction": args.top_fraction, "fisher_estimator": args.fisher_estimator,

@@ -1,0 +1,85 @@
+import copy
+
+import pytest
+import torch
+
+from _eval_models import FORGET_CLASS, trained_models
+from hf_deepclean.config import DeepCleanConfig
+from hf_deepclean.data import collate_fn, with_image_transform
+from hf_deepclean.fisher import fisher_diagonal
+from hf_deepclean.sweep import choose_top_fraction, is_class_forgetting, reset_sweep, sweep_markdown
+from hf_deepclean.trainer import DeepCleanTrainer
+
+
+@pytest.fixture(scope="module")
+def setup():
+    m = trained_models()
+    model = copy.deepcopy(m.original)
+    fishers = [fisher_diagonal(model, with_image_transform(s, m.processor), collate_fn=collate_fn, show_progress=False)
+               for s in (m.forget, m.retain)]
+    validation = m.test.select(range(0, len(m.test), 2))
+    return m, model, fishers, validation
+
+
+def test_reset_sweep_is_monotone_and_restores_the_model(setup):
+    m, model, (ff, fr), validation = setup
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    rows = reset_sweep(model, ff, fr, {"forget": m.forget, "retain": m.retain, "validation": validation},
+                       fractions=[0.001, 0.05, 0.3], image_processor=m.processor, retain_sample_size=200)
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert [r["fraction"] for r in rows] == [0.001, 0.05, 0.3]
+    assert rows[0]["forget_accuracy"] > 0.8  # resetting almost nothing forgets nothing
+    assert rows[-1]["forget_accuracy"] <= rows[0]["forget_accuracy"]
+    assert all(0 <= r["mia_loss_lr"] <= 1 for r in rows)
+    assert "Reset-only sweep" in sweep_markdown(rows, validation_source="half the test split")
+
+
+def test_choose_top_fraction_rules():
+    rows = [
+        {"fraction": 0.01, "forget_accuracy": 0.9, "retain_accuracy": 0.99, "mia_loss_lr": 0.70},
+        {"fraction": 0.05, "forget_accuracy": 0.05, "retain_accuracy": 0.95, "mia_loss_lr": 0.53},
+        {"fraction": 0.1, "forget_accuracy": 0.0, "retain_accuracy": 0.40, "mia_loss_lr": 0.50},
+    ]
+    assert choose_top_fraction(rows, class_forgetting=True, num_classes=10)[0] == 0.05
+    assert choose_top_fraction(rows, class_forgetting=False, num_classes=10, mia_margin=0.05)[0] == 0.05
+    assert choose_top_fraction(rows, class_forgetting=False, num_classes=10, mia_margin=0.01)[0] == 0.1
+    fraction, reason = choose_top_fraction(rows[:1], class_forgetting=True, num_classes=10)
+    assert fraction == 0.01 and "no swept fraction met the criterion" in reason
+
+
+def test_class_forgetting_detection(setup):
+    m = setup[0]
+    assert is_class_forgetting(m.forget, m.retain)
+    assert not is_class_forgetting(m.retain.select(range(10)), m.retain)
+
+
+def test_auto_top_fraction_forgets_the_class(tmp_path, setup):
+    m, _, (ff, fr), validation = setup
+    model = copy.deepcopy(m.original)
+    args = DeepCleanConfig(output_dir=str(tmp_path), top_fraction="auto", num_train_epochs=1, use_cpu=True,
+                           disable_tqdm=True, logging_strategy="no")
+    trainer = DeepCleanTrainer(model, args, train_dataset=m.retain, forget_dataset=m.forget, eval_dataset=validation,
+                               processing_class=m.processor, fisher_forget=ff, fisher_retain=fr)
+    trainer.unlearn()
+    chosen = trainer.auto_sweep["chosen"]
+    assert trainer.auto_sweep["class_forgetting"]
+    assert abs(trainer.parameter_mask.selected_fraction - chosen) < 1e-3
+    from hf_deepclean.evaluation import collect_outputs
+
+    forget = collect_outputs(model, m.forget, image_processor=m.processor)
+    assert (forget.predictions == FORGET_CLASS).mean() <= 0.1
+
+
+def test_auto_needs_a_validation_split(tmp_path, setup):
+    m, _, (ff, fr), _ = setup
+    args = DeepCleanConfig(output_dir=str(tmp_path), top_fraction="auto", use_cpu=True, disable_tqdm=True)
+    trainer = DeepCleanTrainer(copy.deepcopy(m.original), args, train_dataset=m.retain, forget_dataset=m.forget,
+                               processing_class=m.processor, fisher_forget=ff, fisher_retain=fr)
+    with pytest.raises(ValueError, match="needs eval_dataset"):
+        trainer.unlearn()
+
+
+def test_top_fraction_parsing(tmp_path):
+    assert DeepCleanConfig(output_dir=str(tmp_path), top_fraction="0.2").top_fraction == 0.2
+    with pytest.raises(ValueError, match="'lots'"):
+        DeepCleanConfig(output_dir=str(tmp_path), top_fraction="lots")
