@@ -1,0 +1,77 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from hf_deepclean.cli import main
+from hf_deepclean.data import collate_fn, with_image_transform
+from hf_deepclean.training import default_training_arguments, load_classifier, save_classifier, train_classifier
+
+
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
+def test_tiny_models_beat_chance_and_reload_identically(tmp_path, digits, image_processor, arch):
+    rng = np.random.default_rng(0)
+    train = digits["train"].select(np.sort(rng.choice(len(digits["train"]), 500, replace=False)))
+    test = digits["test"].select(range(120))
+    model = load_classifier(None, num_labels=10, architecture=arch, seed=0)
+    args = default_training_arguments(str(tmp_path / "run"), num_train_epochs=4, learning_rate=3e-3)
+    result = train_classifier(model, train, test, args, image_processor)
+    assert result.metrics["eval_accuracy"] > 0.3  # chance is 0.1
+    save_classifier(result.model, image_processor, tmp_path / "saved", dataset=train)
+    assert (tmp_path / "saved" / "model.safetensors").exists()
+    assert (tmp_path / "saved" / "preprocessor_config.json").exists()
+    from hf_deepclean.data import load_image_processor
+
+    reloaded = load_classifier(str(tmp_path / "saved"), num_labels=10)
+    assert reloaded.config.id2label[3] == "3"
+    batch = collate_fn([with_image_transform(test, load_image_processor(str(tmp_path / "saved")))[i] for i in range(16)])
+    result.model.eval(), reloaded.eval()
+    with torch.no_grad():
+        assert torch.equal(result.model(pixel_values=batch["pixel_values"]).logits,
+                           reloaded(pixel_values=batch["pixel_values"]).logits)
+
+
+def test_cli_train_smoke(tmp_path, capsys):
+    out = tmp_path / "original"
+    code = main(["train", "--output_dir", str(out), "--architecture", "resnet", "--max_steps", "3",
+                 "--disable_tqdm", "true"])
+    assert code == 0
+    assert "test accuracy" in capsys.readouterr().out
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["train_samples"] == 1437 and not summary["gold"]
+    assert not (out / "_INCOMPLETE").exists()
+    # --gold trains on the retain set only.
+    gold = tmp_path / "gold"
+    assert main(["train", "--gold", "--forget_labels", "3", "--output_dir", str(gold), "--architecture", "resnet",
+                 "--max_steps", "2", "--disable_tqdm", "true"]) == 0
+    assert json.loads((gold / "train_summary.json").read_text())["train_samples"] == 1437 - 146
+
+
+def test_cli_yaml_config_and_flag_override(tmp_path, capsys):
+    config = tmp_path / "train.yaml"
+    config.write_text("architecture: resnet\nmax_steps: 2\nlearning_rate: 0.01\ndisable_tqdm: true\n")
+    out = tmp_path / "from_yaml"
+    assert main(["train", "--config", str(config), "--output_dir", str(out), "--max_steps", "1"]) == 0
+    state = json.loads((out / "train_summary.json").read_text())
+    assert state["train_samples"] == 1437
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("architectur: resnet\n")
+    assert main(["train", "--config", str(bad), "--output_dir", str(tmp_path / "x")]) == 2
+    assert "architectur (did you mean architecture?)" in capsys.readouterr().err
+
+
+def test_cli_usage_and_unknown_command(capsys):
+    assert main([]) == 2
+    assert main(["--help"]) == 0
+    assert "unlearn" in capsys.readouterr().out
+    assert main(["forget-everything"]) == 2
+    assert "unknown command" in capsys.readouterr().err
+
+
+def test_run_image_classification_flag_aliases(tmp_path):
+    from hf_deepclean.arguments import DataArguments, parse_arguments
+
+    (data,) = parse_arguments((DataArguments,), ["--image_column_name", "img", "--label_column_name", "fine_label",
+                                                 "--train_val_split", "0.2"])
+    assert (data.image_column, data.label_column, data.train_val_split) == ("img", "fine_label", 0.2)
