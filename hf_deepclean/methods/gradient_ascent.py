@@ -16,12 +16,14 @@ class GradientAscentConfig(UnlearningArguments):
 
     Args:
         num_train_epochs: Epochs on D_f.
-        learning_rate: Peak learning rate; too large and the model collapses on every class.
+        learning_rate: Peak learning rate; too large and the model collapses on every class. On the
+            digits ViT (class 3) 3e-4 x 2 epochs left Acc_Df at 0.82, 1e-3 collapsed retain accuracy
+            to 0.58; 3e-4 x 3 epochs sits between.
         weight_decay: AdamW weight decay (0: decay is not part of the method).
     """
 
-    num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs on D_f."})
-    learning_rate: float = field(default=1e-4, metadata={"help": "Peak learning rate (small: the loss is unbounded)."})
+    num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs on D_f."})
+    learning_rate: float = field(default=3e-4, metadata={"help": "Peak learning rate (small: the loss is unbounded)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
 
 
