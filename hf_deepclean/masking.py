@@ -135,7 +135,7 @@ class GradientMask:
     def restore_frozen(self, *_args, **_kwargs) -> None:
         """Put the frozen entries of partially selected tensors back (after an optimizer step)."""
         for param, frozen, values in self._frozen_values.values():
-            param.copy_(torch.where(frozen, values, param))
+            torch.where(frozen, values, param, out=param)  # in place: no temporary the size of the tensor
 
     def register_with(self, optimizer: torch.optim.Optimizer) -> None:
         """Restore the frozen entries after every step of ``optimizer`` (unwraps accelerate's wrapper)."""

@@ -1,0 +1,101 @@
+"""Masked DeepCleanTrainer step against a plain Trainer step: same model, same batches, one run.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/trainer_overhead.py [--threads 1] [--fraction 0.1]
+
+Both trainers run the same number of optimizer steps on the same data, alternating A/B/A/B
+``--repeats`` times; the ratio of the median step times is printed (target <= 1.10x). The masked
+run uses a random mask with ``--fraction`` of the weights selected in every tensor (the worst case:
+every tensor partially selected, so every tensor pays the gradient hook and the restore).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import statistics
+import tempfile
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from hf_deepclean.config import DeepCleanConfig
+from hf_deepclean.selection import ParameterMask
+from hf_deepclean.trainer import DeepCleanTrainer
+from hf_deepclean.training import load_classifier
+
+
+class _StepTimer(TrainerCallback):
+    def __init__(self):
+        self.times, self._start = [], None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter() - self._start)
+
+
+class _Random(torch.utils.data.Dataset):
+    def __init__(self, n, image_size, num_labels):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 3, image_size, image_size, generator=g)
+        self.y = torch.randint(0, num_labels, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"pixel_values": self.x[i], "labels": int(self.y[i])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--architecture", default="vit")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    cli = parser.parse_args()
+    if cli.threads:
+        torch.set_num_threads(cli.threads)
+    base = load_classifier(None, num_labels=10, architecture=cli.architecture, seed=0)
+    data = _Random(cli.steps * cli.batch_size, 16, 10)
+    g = torch.Generator().manual_seed(1)
+    mask = ParameterMask({n: torch.rand(p.shape, generator=g) < cli.fraction for n, p in base.named_parameters()})
+    common = dict(max_steps=cli.steps, per_device_train_batch_size=cli.batch_size, learning_rate=1e-3, weight_decay=0.1,
+                  max_grad_norm=1.0, use_cpu=True, disable_tqdm=True, report_to="none", logging_strategy="no",
+                  save_strategy="no", dataloader_pin_memory=False, remove_unused_columns=False)
+    plain_times, masked_times = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        def run_plain():
+            timer = _StepTimer()
+            Trainer(copy.deepcopy(base), TrainingArguments(output_dir=tmp, **common), train_dataset=data,
+                    callbacks=[timer]).train()
+            plain_times.extend(timer.times[2:])  # the first steps warm up allocators
+
+        def run_masked():
+            timer = _StepTimer()
+            DeepCleanTrainer(copy.deepcopy(base), DeepCleanConfig(output_dir=tmp, top_fraction=cli.fraction, reset="none",
+                                                                  overwrite_output_dir=True, **common),
+                             train_dataset=data, forget_dataset=data, parameter_mask=mask, callbacks=[timer]).unlearn()
+            masked_times.extend(timer.times[2:])
+
+        for repeat in range(cli.repeats):  # alternate the order so neither side always runs first
+            for run in ((run_plain, run_masked) if repeat % 2 == 0 else (run_masked, run_plain)):
+                run()
+    plain, masked = statistics.median(plain_times), statistics.median(masked_times)
+    print(f"model: tiny {cli.architecture} ({sum(p.numel() for p in base.parameters()):,} weights), batch {cli.batch_size}, "
+          f"{cli.steps} steps x {cli.repeats} repeats, mask {mask.selected_fraction:.1%} of every tensor, "
+          f"threads {torch.get_num_threads()}")
+    print(f"plain Trainer step:        {plain * 1e3:8.2f} ms (median)")
+    print(f"masked DeepClean step:     {masked * 1e3:8.2f} ms (median)")
+    print(f"masked / plain:            {masked / plain:8.3f}x   (target <= 1.10x)")
+
+
+if __name__ == "__main__":
+    main()
