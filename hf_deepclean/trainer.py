@@ -92,6 +92,11 @@ class DeepCleanTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # switched on by an accelerate config, not args
+            self._check_distributed_support(type("Launch", (), {
+                "fsdp": "accelerate config" if self.is_fsdp_enabled else None,
+                "deepspeed": "accelerate config" if self.is_deepspeed_enabled else None,
+            })())
         self.forget_dataset = self._prepare(forget_dataset)
         self.parameter_mask = parameter_mask
         self.fisher_forget = fisher_forget

@@ -223,3 +223,20 @@ def test_class_forgetting_on_digits_end_to_end(tmp_path, digits, image_processor
     }
     assert accuracy["forget"] <= 0.05
     assert accuracy["retain"] >= 0.98
+
+
+@pytest.mark.parametrize("engine", ["is_fsdp_enabled", "is_deepspeed_enabled"])
+def test_fsdp_or_deepspeed_from_an_accelerate_config_is_refused(tmp_path, monkeypatch, engine):
+    # `accelerate launch --config_file fsdp2.yaml` turns the engine on through the environment, not args;
+    # on CPU accelerate ignores it, so simulate what Trainer sees on GPUs.
+    from transformers import Trainer
+
+    original = Trainer.create_accelerator_and_postprocess
+
+    def with_engine(self):
+        original(self)
+        setattr(self, engine, True)
+
+    monkeypatch.setattr(Trainer, "create_accelerator_and_postprocess", with_engine)
+    with pytest.raises(ValueError, match="does not support"):
+        DeepCleanTrainer(_model("vit"), _config(tmp_path), train_dataset=_Samples(8, 0), forget_dataset=_Samples(4, 1))

@@ -101,6 +101,10 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
         args.output_dir, overwrite=args.overwrite_output_dir, inputs=[model_args.model_name_or_path],
         resume=bool(args.resume_from_checkpoint),
     )
+    from accelerate import PartialState
+
+    state = PartialState()
+    state.wait_for_everyone()  # every rank has checked the folder before rank 0 creates it
     data = load_run_data(data_args, forget_args, seed=args.seed)
     validation = None
     if args.top_fraction == "auto":
@@ -111,14 +115,13 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     original = copy.deepcopy(model) if script_args.evaluate_original else None
     salt = script_args.fingerprint_salt or generate_salt()
     forget_info = forget_record(data, salt)
-    from accelerate import PartialState
-
+    # Built before the folder exists: a refused set-up (FSDP, DeepSpeed) leaves nothing behind.
+    trainer = DeepCleanTrainer(
+        model, args, train_dataset=data.retain, forget_dataset=data.forget, eval_dataset=validation,
+        processing_class=processor,
+    )
     # Only the main process owns the output folder; the others help with the Fisher and training.
-    with run_folder(out) if PartialState().is_main_process else contextlib.nullcontext(out):
-        trainer = DeepCleanTrainer(
-            model, args, train_dataset=data.retain, forget_dataset=data.forget, eval_dataset=validation,
-            processing_class=processor,
-        )
+    with run_folder(out) if state.is_main_process else contextlib.nullcontext(out):
         trainer.unlearn(resume_from_checkpoint=args.resume_from_checkpoint)
         stats = trainer.unlearning_stats
         if not trainer.is_world_process_zero():
