@@ -112,7 +112,10 @@ def load_image_dataset(
     if len(raw) == 0:
         raise DataError(f"Dataset {dataset_name!r} has no splits; check the path or name.")
     if train_split not in raw:
-        raise DataError(f"Split {train_split!r} not found in dataset {dataset_name!r}; available: {sorted(raw)}.")
+        raise DataError(
+            f"Split {train_split!r} not found in dataset {dataset_name or 'digits'!r}; available: {sorted(raw)}. "
+            "Pass one of them with --train_split."
+        )
     train = raw[train_split]
     if test_split is None:
         test_split = next((s for s in ("test", "validation", "valid", "val") if s in raw and s != train_split), None)
@@ -122,7 +125,10 @@ def load_image_dataset(
     image_col, label_col = resolve_columns(train, image_column, label_column)
     train = _canonical(train, image_col, label_col)
     if len(train) == 0:
-        raise DataError(f"Split {train_split!r} of dataset {dataset_name!r} is empty.")
+        raise DataError(
+            f"Split {train_split!r} of dataset {dataset_name or 'digits'!r} is empty; pass a dataset (or --train_split) "
+            "that holds the training samples."
+        )
     if test_split is not None:
         test = _canonical(raw[test_split], image_col, label_col)
         test = test.cast_column(LABEL_COLUMN, train.features[LABEL_COLUMN])
@@ -139,19 +145,24 @@ def load_image_dataset(
 def _load_named_dataset(name: str, config: str | None, cache_dir: str | None):
     import datasets
 
-    path = Path(name)
+    path = Path(name).expanduser()
     if path.exists():
-        if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists()):
-            return datasets.load_from_disk(str(path))
-        if path.is_file() and path.suffix == ".parquet":
-            return datasets.load_dataset("parquet", data_files={"train": str(path)}, cache_dir=cache_dir)
-        if path.is_dir() and any(path.glob("*.parquet")):
-            files = sorted(str(p) for p in path.glob("*.parquet"))
-            return datasets.load_dataset("parquet", data_files={"train": files}, cache_dir=cache_dir)
-        if path.is_dir():
-            return datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache_dir)
+        if path.is_file() and path.suffix != ".parquet":
+            raise DataError(
+                f"Cannot read dataset file {name!r}: pass a parquet file, an image folder or a save_to_disk folder."
+            )
+        try:
+            return _load_local_dataset(path, cache_dir)
+        except Exception as exc:  # datasets raises many types (IndexError, ValueError, ...) for empty or damaged data
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise DataError(
+                f"Cannot read dataset {name!r} ({type(exc).__name__}: {reason}); it may be empty or damaged. "
+                "Pass a save_to_disk folder, parquet file(s) or an image folder (class_name/image.png) with samples."
+            ) from exc
+    if _looks_like_local_path(name):
         raise DataError(
-            f"Cannot read dataset file {name!r}: pass a parquet file, an image folder or a save_to_disk folder."
+            f"Dataset path {name!r} does not exist. Pass an existing save_to_disk folder, parquet file or image folder, "
+            "or omit --dataset_name to use the built-in digits."
         )
     try:
         return datasets.load_dataset(name, config, cache_dir=cache_dir)
@@ -163,6 +174,29 @@ def _load_named_dataset(name: str, config: str | None, cache_dir: str | None):
             "Pass a local copy instead: a folder written by Dataset.save_to_disk, a parquet file or an image folder "
             "(--dataset_name PATH or --train_dir PATH), or omit --dataset_name to use the built-in digits."
         ) from exc
+
+
+def _load_local_dataset(path: Path, cache_dir: str | None):
+    import datasets
+
+    if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists()):
+        return datasets.load_from_disk(str(path))
+    if path.is_file():
+        return datasets.load_dataset("parquet", data_files={"train": str(path)}, cache_dir=cache_dir)
+    if any(path.glob("*.parquet")):
+        files = sorted(str(p) for p in path.glob("*.parquet"))
+        return datasets.load_dataset("parquet", data_files={"train": files}, cache_dir=cache_dir)
+    return datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache_dir)
+
+
+def _looks_like_local_path(name: str) -> bool:
+    # Hub ids are "name" or "owner/name"; anything else that is missing is a mistyped local path.
+    return (
+        name.startswith(("/", "./", "../", "~", ".\\"))
+        or (os.sep != "/" and os.sep in name)
+        or name.count("/") > 1
+        or name.endswith((".parquet", ".arrow", ".json", ".csv"))
+    )
 
 
 def resolve_columns(dataset, image_column: str | None = None, label_column: str | None = None) -> tuple[str, str]:
@@ -346,7 +380,10 @@ def forget_indices(dataset, spec: ForgetSpec) -> np.ndarray:
         idx = np.asarray([i for v in wanted for i in position[v]], dtype=np.int64)
     idx = np.unique(idx)
     if len(idx) == 0:
-        raise DataError(f"The forget set is empty for {spec.kind}={getattr(spec, spec.kind, None)!r}: nothing to forget.")
+        raise DataError(
+            f"The forget set is empty for {spec.kind}={getattr(spec, spec.kind, None)!r}: nothing to forget. "
+            "Name classes, ids or a fraction that select at least one training sample."
+        )
     if len(idx) == n:
         raise DataError(
             f"The forget set covers the whole dataset ({n} samples): nothing would be left to retain. "

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 INCOMPLETE_MARKER = "_INCOMPLETE"
@@ -40,13 +41,29 @@ def check_output_dir(output_dir: str | os.PathLike | None, *, overwrite: bool = 
 
 @contextlib.contextmanager
 def run_folder(output_dir: str | os.PathLike):
-    """Mark ``output_dir`` incomplete while the body runs; unmark only when it succeeds."""
+    """Mark ``output_dir`` incomplete while the body runs; unmark only when it succeeds.
+
+    A body that fails before writing anything (e.g. a threshold that selects no weight) leaves the
+    folder as it was; once something is written, the marker stays so the folder never looks finished.
+    """
     out = Path(output_dir)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     marker = out / INCOMPLETE_MARKER
     marker.write_text("This run did not finish; its files are not a usable result.\n", encoding="utf-8")
-    yield out
+    try:
+        yield out
+    except BaseException:
+        if not _holds_files(out, besides=marker):
+            marker.unlink(missing_ok=True)
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+        raise
     marker.unlink(missing_ok=True)
+
+
+def _holds_files(folder: Path, besides: Path) -> bool:
+    return any(p.is_file() and p != besides for p in folder.rglob("*"))
 
 
 def is_complete(path: str | os.PathLike) -> bool:

@@ -65,6 +65,7 @@ def load_classifier(
 
     The label count must match the dataset's unless ``ignore_mismatched_sizes`` re-initialises the head.
     """
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForImageClassification, set_seed
 
     labels = dict(num_labels=num_labels)
@@ -85,7 +86,19 @@ def load_classifier(
     try:
         config = AutoConfig.from_pretrained(model_name_or_path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise ModelError(f"Cannot load a model config from {model_name_or_path!r}: {exc}") from exc
+        if not trust_remote_code and "trust_remote_code" in str(exc):
+            raise ModelError(
+                f"{model_name_or_path!r} needs its own model code to load, which is never run by default. "
+                "Inspect that code, and pass --trust_remote_code only if you trust its source."
+            ) from exc
+        raise ModelError(f"Cannot load a model config from {model_name_or_path!r}: {_one_line(exc)}") from exc
+    architectures = getattr(config, "architectures", None) or []
+    if architectures and not ignore_mismatched_sizes and not any("ForImageClassification" in a for a in architectures):
+        # A backbone checkpoint would get a random head: fine for `train`, silently wrong for `unlearn`.
+        raise ModelError(
+            f"{model_name_or_path!r} has no classification head (architectures {architectures}). "
+            "Fine-tune it first: hf-deepclean train --model_name_or_path PATH --ignore_mismatched_sizes."
+        )
     existing = getattr(config, "num_labels", None)
     if existing != num_labels and not ignore_mismatched_sizes and _has_trained_head(config):
         raise ModelError(
@@ -105,13 +118,18 @@ def load_classifier(
             raise ModelError(
                 f"{model_name_or_path!r} is not an image classifier (no AutoModelForImageClassification head)."
             ) from exc
-        raise ModelError(f"Cannot load model {model_name_or_path!r}: {exc}") from exc
-    except (OSError, RuntimeError, EnvironmentError) as exc:
+        raise ModelError(f"Cannot load model {model_name_or_path!r}: {_one_line(exc)}") from exc
+    except (OSError, RuntimeError, SafetensorError) as exc:
         raise ModelError(
-            f"Cannot load model weights from {model_name_or_path!r} ({type(exc).__name__}: {exc}). "
+            f"Cannot load model weights from {model_name_or_path!r} ({type(exc).__name__}: {_one_line(exc)}). "
             "The checkpoint may be corrupt or truncated: re-save it with save_pretrained."
         ) from exc
     return model
+
+
+def _one_line(exc: BaseException) -> str:
+    # The CLI prints one line; library messages often put the advice on a later line.
+    return " ".join(str(exc).split())
 
 
 def _has_trained_head(config) -> bool:
