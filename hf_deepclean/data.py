@@ -427,10 +427,19 @@ def split_forget_retain(dataset, spec: ForgetSpec, *, retain=None):
     forget = source.select(idx)
     if retain is None:
         retain = source.select(keep)
-    elif spec.id_column and spec.id_column in retain.column_names:
+    elif spec.id_column and spec.id_column in retain.column_names and spec.id_column in forget.column_names:
         overlap = {str(v) for v in forget[spec.id_column]} & {str(v) for v in retain[spec.id_column]}
         if overlap:
-            raise DataError(f"{len(overlap)} samples are in both the forget set and the given retain set.")
+            raise DataError(
+                f"{len(overlap)} samples are in both the forget set and the given retain set (matched by "
+                f"{spec.id_column!r}). Remove them from the retain set: nothing forgotten may be trained on again."
+            )
+    else:
+        # Without ids an overlap cannot be ruled out, and a silent one would undo the forgetting.
+        raise DataError(
+            "A given retain set needs an id column in both it and the dataset (ForgetSpec.id_column) so that it can "
+            "be checked not to overlap the forget set."
+        )
     return datasets.DatasetDict(forget=forget, retain=retain)
 
 
