@@ -116,10 +116,13 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     salt = script_args.fingerprint_salt or generate_salt()
     forget_info = forget_record(data, salt)
     # Built before the folder exists: a refused set-up (FSDP, DeepSpeed) leaves nothing behind.
+    fresh = not out.exists()
     trainer = DeepCleanTrainer(
         model, args, train_dataset=data.retain, forget_dataset=data.forget, eval_dataset=validation,
         processing_class=processor,
     )
+    if fresh and state.is_main_process and out.is_dir() and not any(out.iterdir()):
+        out.rmdir()  # Trainer creates output_dir eagerly; run_folder makes it again, so a failed run leaves none
     # Only the main process owns the output folder; the others help with the Fisher and training.
     with run_folder(out) if state.is_main_process else contextlib.nullcontext(out):
         trainer.unlearn(resume_from_checkpoint=args.resume_from_checkpoint)
