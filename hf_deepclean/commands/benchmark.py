@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..arguments import ConfigError, DataArguments, ModelArguments, parse_arguments
-from ..outputs import OutputDirError, is_complete, run_folder
+from ..outputs import OutputDirError
+from .benchmark_models import ModelStore, Scenario, build_scenario
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,9 @@ class BenchmarkArguments:
     method_overrides: JSON (or a YAML/JSON file) ``{method: {setting: value}}`` changing method defaults.
     eval_batch_size: Batch size of the evaluation passes.
     retain_eval_samples: Evaluate D_r on this many seeded samples (default: all).
-    num_threads: torch CPU threads (1: fastest for tiny models on a shared machine; 0: torch's default).
+    num_threads: torch CPU threads per process (1: fastest for tiny models; 0: torch's default).
+    num_workers: Processes running (model, seed) groups in parallel. Every process then shares the
+        machine, gold training and methods alike, so time ratios stay comparable; seconds do not.
     plot: Also draw ``benchmark.png`` (needs matplotlib).
     """
 
@@ -76,7 +79,10 @@ class BenchmarkArguments:
     )
     eval_batch_size: int = field(default=256, metadata={"help": "Batch size of the evaluation passes."})
     retain_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate D_r on this many samples."})
-    num_threads: int = field(default=1, metadata={"help": "torch CPU threads (0: torch's default)."})
+    num_threads: int = field(default=1, metadata={"help": "torch CPU threads per process (0: torch's default)."})
+    num_workers: int = field(
+        default=1, metadata={"help": "Processes running (model, seed) groups in parallel (e.g. 2 on 2 cores)."}
+    )
     plot: bool = field(default=True, metadata={"help": "Also draw benchmark.png (needs matplotlib)."})
 
     def __post_init__(self):
@@ -88,6 +94,8 @@ class BenchmarkArguments:
         bad = [s for s in self.scenarios if s not in SCENARIOS]
         if bad:
             raise ConfigError(f"Unknown scenarios {bad}; choose from {list(SCENARIOS)}.")
+        if self.num_workers < 1:
+            raise ConfigError(f"--num_workers {self.num_workers} must be >= 1.")
         for name in ("methods", "scenarios", "architectures", "seeds"):
             if not getattr(self, name):
                 raise ConfigError(f"--{name} is empty; name at least one.")
@@ -113,91 +121,6 @@ def parse_overrides(text: str | None) -> dict[str, dict]:
     if unknown:
         raise ConfigError(f"--method_overrides names unknown methods {unknown}; choose from {sorted(METHODS)}.")
     return values
-
-
-# ------------------------------------------------------------------ data and models
-
-
-@dataclass
-class Scenario:
-    """The data of one (scenario, seed): raw splits, model-ready splits, and what the original trains on."""
-
-    name: str
-    spec: object
-    train: object  # D as the original sees it (noisy labels applied)
-    raw: dict  # forget / retain / test, raw images
-    ready: dict  # the same, transformed once when small enough
-    original_key: str
-
-
-def _materialize(dataset, processor, limit_bytes: int = 2 << 30):
-    """Transform ``dataset`` once into memory unless that would take more than ``limit_bytes``."""
-    from ..methods import TensorImageDataset
-
-    first = TensorImageDataset.from_dataset(dataset.select(range(1)), processor)
-    if first.pixel_values[0].numel() * 4 * len(dataset) > limit_bytes:
-        return dataset
-    return TensorImageDataset.from_dataset(dataset, processor)
-
-
-def build_scenario(name: str, base, processor, bench: BenchmarkArguments, seed: int) -> Scenario:
-    from ..data import ForgetSpec, apply_label_noise, split_forget_retain
-
-    spec = {
-        "class": lambda: ForgetSpec(labels=[bench.forget_class]),
-        "random": lambda: ForgetSpec(fraction=bench.forget_fraction, seed=seed),
-        "noisy_labels": lambda: ForgetSpec(noisy_fraction=bench.noisy_fraction, seed=seed),
-    }[name]()
-    parts = split_forget_retain(base["train"], spec)
-    raw = {"forget": parts["forget"], "retain": parts["retain"], "test": base["test"]}
-    ready = {k: _materialize(v, processor) for k, v in raw.items()}
-    original_key = "original_noisy" if name == "noisy_labels" else "original"
-    return Scenario(name, spec, apply_label_noise(base["train"], spec), raw, ready, original_key)
-
-
-class ModelStore:
-    """Trains the original and gold models once per (model, seed) and reloads them from disk after."""
-
-    def __init__(self, root: Path, model_args: ModelArguments, bench: BenchmarkArguments, base, processor, log, scratch):
-        self.root, self.model_args, self.bench, self.base, self.processor = root, model_args, bench, base, processor
-        self.log, self.scratch = log, scratch
-
-    def folder(self, model_key: str, seed: int, role: str) -> Path:
-        return self.root / "models" / model_key / f"seed{seed}" / role
-
-    def load(self, model_key: str, architecture: str, seed: int, role: str, train_set) -> tuple[object, float]:
-        """The model trained on ``train_set`` for ``role`` (trained now if not cached) and its training seconds."""
-        from ..training import default_training_arguments, save_classifier, train_classifier
-
-        path = self.folder(model_key, seed, role)
-        if not is_complete(path) or not (path / "train_summary.json").exists():
-            self.log(f"training the {role} model ({model_key}, seed {seed}) on {len(train_set)} samples")
-            model = self._classifier(None, architecture, seed)
-            args = default_training_arguments(
-                str(self.scratch / "train"), num_train_epochs=self.bench.train_epochs,
-                learning_rate=self.bench.train_learning_rate, seed=seed, logging_strategy="no",
-            )
-            with run_folder(path):
-                result = train_classifier(model, train_set, None, args, self.processor)
-                save_classifier(result.model, self.processor, path, dataset=self.base["train"])
-                summary = {"train_time_s": result.time_s, "train_samples": len(train_set), "role": role, "seed": seed}
-                (path / "train_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        summary = json.loads((path / "train_summary.json").read_text(encoding="utf-8"))
-        return self._classifier(str(path), architecture, seed), float(summary["train_time_s"])
-
-    def _classifier(self, path: str | None, architecture: str, seed: int):
-        from ..data import label_maps
-        from ..training import load_classifier, num_classes
-
-        id2label, label2id = label_maps(self.base["train"])
-        m = self.model_args
-        start = path or m.model_name_or_path
-        return load_classifier(
-            start, num_labels=num_classes(self.base["train"]), id2label=id2label, label2id=label2id,
-            architecture=architecture, image_size=m.image_size,
-            ignore_mismatched_sizes=m.ignore_mismatched_sizes if path is None else False,
-            allow_pickle=m.allow_pickle, trust_remote_code=m.trust_remote_code, seed=seed,
-        )
 
 
 # ------------------------------------------------------------------ cells
@@ -323,11 +246,80 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
 
+class _Progress:
+    """``[benchmark i/N elapsed] message`` lines; ``i`` counts finished (or cached) cells."""
+
+    def __init__(self, total: int, label: str = "benchmark"):
+        self.total, self.done, self.label, self.started = total, 0, label, time.perf_counter()
+
+    def __call__(self, message: str) -> None:
+        elapsed = time.perf_counter() - self.started
+        print(f"[{self.label} {self.done}/{self.total} {elapsed:7.1f}s] {message}", flush=True)
+
+
+def _load_base(model_args: ModelArguments, data_args: DataArguments, bench: BenchmarkArguments):
+    from ..data import load_image_processor
+
+    base = data_args.load()  # the train/test split never depends on the benchmark seed
+    if bench.quick:
+        base["train"] = base["train"].shuffle(seed=0).select(range(min(QUICK["train_samples"], len(base["train"]))))
+        base["test"] = base["test"].shuffle(seed=0).select(range(min(QUICK["test_samples"], len(base["test"]))))
+    return base, load_image_processor(model_args.model_name_or_path, model_args.image_size)
+
+
+def _cell_paths(out: Path, bench: BenchmarkArguments, model_key: str, seed: int, scenario_name: str) -> dict[str, Path]:
+    folder = out / "cells" / model_key / scenario_name / f"seed{seed}"
+    return {m: folder / f"{m}.json" for m in bench.methods}
+
+
+def run_group(model_args, data_args, bench, overrides, model_key, architecture, seed, progress, base=None) -> None:
+    """Every missing cell of one (model, seed): train or load its originals and golds, run the methods."""
+    out = Path(bench.output_dir).resolve()
+    pending = {s: _cell_paths(out, bench, model_key, seed, s) for s in bench.scenarios}
+    pending = {s: {m: p for m, p in paths.items() if not p.exists()} for s, paths in pending.items()}
+    if not any(pending.values()):
+        return
+    base, processor = base or _load_base(model_args, data_args, bench)
+    with tempfile.TemporaryDirectory(prefix="hf_deepclean_benchmark_") as scratch_dir:  # Trainer output_dirs
+        scratch = Path(scratch_dir)
+        store = ModelStore(out, model_args, bench, base, processor, progress, scratch)
+        for scenario_name, todo in pending.items():
+            if not todo:
+                continue
+            scenario = build_scenario(scenario_name, base, processor, bench, seed)
+            original, _ = store.load(model_key, architecture, seed, scenario.original_key, scenario.train)
+            gold, gold_time = store.load(model_key, architecture, seed, f"gold_{scenario_name}", scenario.raw["retain"])
+            folder = next(iter(todo.values())).parent
+            ref = reference(folder, gold, gold_time, original, scenario, bench, processor, seed)
+            for method_name, path in todo.items():
+                # a fresh copy from disk per method: methods change the model in place
+                original, _ = store.load(model_key, architecture, seed, scenario.original_key, scenario.train)
+                report = run_cell(method_name, original, gold, gold_time, ref, scenario, bench, processor, seed,
+                                  overrides, scratch)
+                report["benchmark"]["model"] = model_key
+                _write_json(path, report)
+                progress.done += 1
+                m, d, b = report["metrics"], report["deltas"], report["benchmark"]
+                progress(f"{model_key} {scenario_name} seed {seed} {method_name}: Acc_Df {m['forget_accuracy']:.3f} "
+                         f"(gold {ref['gold']['forget_accuracy']:.3f}), Acc_test {m['test_accuracy']:.3f} "
+                         f"(d {d['test_accuracy']:+.3f}), {b['time_s']:.1f}s = {b['time_ratio']:.3f} x retrain")
+
+
+def _worker(model_args, data_args, bench, overrides, model_key, architecture, seed, total) -> None:
+    """One (model, seed) group in its own process (``--num_workers``)."""
+    import torch
+
+    if bench.num_threads > 0:
+        torch.set_num_threads(bench.num_threads)
+    _quiet_libraries()
+    run_group(model_args, data_args, bench, overrides, model_key, architecture, seed,
+              _Progress(total, f"{model_key} seed {seed}"))
+
+
 def benchmark(model_args: ModelArguments, data_args: DataArguments, bench: BenchmarkArguments) -> dict:
     """Run (or resume) every cell, then write and return the summary."""
     import torch
 
-    from ..data import load_image_processor
     from .benchmark_summary import write_summary
 
     if bench.num_threads > 0:
@@ -338,54 +330,31 @@ def benchmark(model_args: ModelArguments, data_args: DataArguments, bench: Bench
     _check_settings(out, _settings(model_args, data_args, bench, overrides))
     if bench.quick:
         bench.train_epochs = min(bench.train_epochs, QUICK["train_epochs"])
+    groups = [(key, arch, seed) for key, arch in _model_entries(model_args, bench) for seed in bench.seeds]
+    per_group = len(bench.scenarios) * len(bench.methods)
+    paths = [p for key, _, seed in groups for s in bench.scenarios for p in _cell_paths(out, bench, key, seed, s).values()]
+    progress = _Progress(len(paths))
+    progress.done = sum(p.exists() for p in paths)
+    progress(f"{len(paths)} cells ({progress.done} cached) in {len(groups)} (model, seed) groups")
+    if bench.num_workers > 1 and len(groups) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    base = data_args.load()  # the train/test split never depends on the benchmark seed
-    if bench.quick:
-        base["train"] = base["train"].shuffle(seed=0).select(range(min(QUICK["train_samples"], len(base["train"]))))
-        base["test"] = base["test"].shuffle(seed=0).select(range(min(QUICK["test_samples"], len(base["test"]))))
-    processor = load_image_processor(model_args.model_name_or_path, model_args.image_size)
-    models = _model_entries(model_args, bench)
-    total = len(models) * len(bench.seeds) * len(bench.scenarios) * len(bench.methods)
-    started, done = time.perf_counter(), 0
-
-    def log(message: str) -> None:
-        print(f"[benchmark {done}/{total} {time.perf_counter() - started:7.1f}s] {message}", flush=True)
-
-    scratch_dir = tempfile.TemporaryDirectory(prefix="hf_deepclean_benchmark_")  # Trainer output_dirs, nothing kept
-    scratch = Path(scratch_dir.name)
-    store = ModelStore(out, model_args, bench, base, processor, log, scratch)
-    paths = []
-    for model_key, architecture in models:
-        for seed in bench.seeds:
-            for scenario_name in bench.scenarios:
-                folder = out / "cells" / model_key / scenario_name / f"seed{seed}"
-                cell_paths = {m: folder / f"{m}.json" for m in bench.methods}
-                paths += list(cell_paths.values())
-                todo = [m for m, p in cell_paths.items() if not p.exists()]
-                done += len(cell_paths) - len(todo)
-                if not todo:
-                    log(f"{model_key} {scenario_name} seed {seed}: all {len(cell_paths)} cells cached")
-                    continue
-                scenario = build_scenario(scenario_name, base, processor, bench, seed)
-                original, _ = store.load(model_key, architecture, seed, scenario.original_key, scenario.train)
-                gold, gold_time = store.load(model_key, architecture, seed, f"gold_{scenario_name}", scenario.raw["retain"])
-                ref = reference(folder, gold, gold_time, original, scenario, bench, processor, seed)
-                for method_name in todo:
-                    # a fresh copy from disk per method: methods change the model in place
-                    original, _ = store.load(model_key, architecture, seed, scenario.original_key, scenario.train)
-                    report = run_cell(method_name, original, gold, gold_time, ref, scenario, bench, processor, seed,
-                                      overrides, scratch)
-                    report["benchmark"]["model"] = model_key
-                    _write_json(cell_paths[method_name], report)
-                    done += 1
-                    m, d = report["metrics"], report["deltas"]
-                    log(f"{model_key} {scenario_name} seed {seed} {method_name}: Acc_Df {m['forget_accuracy']:.3f} "
-                        f"(gold {ref['gold']['forget_accuracy']:.3f}), Acc_test {m['test_accuracy']:.3f} "
-                        f"(d {d['test_accuracy']:+.3f}), {report['benchmark']['time_s']:.1f}s "
-                        f"= {report['benchmark']['time_ratio']:.3f} x retrain")
-    scratch_dir.cleanup()
+        # spawn: a fresh interpreter per worker (no forked torch thread pools)
+        with ProcessPoolExecutor(min(bench.num_workers, len(groups)), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(_worker, model_args, data_args, bench, overrides, *g, per_group) for g in groups]
+            for future in futures:
+                future.result()
+    else:
+        base = None
+        for model_key, architecture, seed in groups:
+            if base is None and any(not p.exists() for s in bench.scenarios
+                                    for p in _cell_paths(out, bench, model_key, seed, s).values()):
+                base = _load_base(model_args, data_args, bench)
+            run_group(model_args, data_args, bench, overrides, model_key, architecture, seed, progress, base)
     summary = write_summary(out, [json.loads(p.read_text(encoding="utf-8")) for p in paths], bench, plot=bench.plot)
-    log(f"summary written to {out / 'benchmark.md'}")
+    progress.done = len(paths)
+    progress(f"summary written to {out / 'benchmark.md'}")
     return summary
 
 

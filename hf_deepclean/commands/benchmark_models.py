@@ -1,0 +1,91 @@
+"""The benchmark's data and models: one scenario's splits, and the cache of trained original and gold models."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..arguments import ModelArguments
+from ..outputs import is_complete, run_folder
+
+@dataclass
+class Scenario:
+    """The data of one (scenario, seed): raw splits, model-ready splits, and what the original trains on."""
+
+    name: str
+    spec: object
+    train: object  # D as the original sees it (noisy labels applied)
+    raw: dict  # forget / retain / test, raw images
+    ready: dict  # the same, transformed once when small enough
+    original_key: str
+
+
+def _materialize(dataset, processor, limit_bytes: int = 2 << 30):
+    """Transform ``dataset`` once into memory unless that would take more than ``limit_bytes``."""
+    from ..methods import TensorImageDataset
+
+    first = TensorImageDataset.from_dataset(dataset.select(range(1)), processor)
+    if first.pixel_values[0].numel() * 4 * len(dataset) > limit_bytes:
+        return dataset
+    return TensorImageDataset.from_dataset(dataset, processor)
+
+
+def build_scenario(name: str, base, processor, bench, seed: int) -> Scenario:
+    from ..data import ForgetSpec, apply_label_noise, split_forget_retain
+
+    spec = {
+        "class": lambda: ForgetSpec(labels=[bench.forget_class]),
+        "random": lambda: ForgetSpec(fraction=bench.forget_fraction, seed=seed),
+        "noisy_labels": lambda: ForgetSpec(noisy_fraction=bench.noisy_fraction, seed=seed),
+    }[name]()
+    parts = split_forget_retain(base["train"], spec)
+    raw = {"forget": parts["forget"], "retain": parts["retain"], "test": base["test"]}
+    ready = {k: _materialize(v, processor) for k, v in raw.items()}
+    original_key = "original_noisy" if name == "noisy_labels" else "original"
+    return Scenario(name, spec, apply_label_noise(base["train"], spec), raw, ready, original_key)
+
+
+class ModelStore:
+    """Trains the original and gold models once per (model, seed) and reloads them from disk after."""
+
+    def __init__(self, root: Path, model_args: ModelArguments, bench, base, processor, log, scratch):
+        self.root, self.model_args, self.bench, self.base, self.processor = root, model_args, bench, base, processor
+        self.log, self.scratch = log, scratch
+
+    def folder(self, model_key: str, seed: int, role: str) -> Path:
+        return self.root / "models" / model_key / f"seed{seed}" / role
+
+    def load(self, model_key: str, architecture: str, seed: int, role: str, train_set) -> tuple[object, float]:
+        """The model trained on ``train_set`` for ``role`` (trained now if not cached) and its training seconds."""
+        from ..training import default_training_arguments, save_classifier, train_classifier
+
+        path = self.folder(model_key, seed, role)
+        if not is_complete(path) or not (path / "train_summary.json").exists():
+            self.log(f"training the {role} model ({model_key}, seed {seed}) on {len(train_set)} samples")
+            model = self._classifier(None, architecture, seed)
+            args = default_training_arguments(
+                str(self.scratch / "train"), num_train_epochs=self.bench.train_epochs,
+                learning_rate=self.bench.train_learning_rate, seed=seed, logging_strategy="no",
+            )
+            with run_folder(path):
+                result = train_classifier(model, train_set, None, args, self.processor)
+                save_classifier(result.model, self.processor, path, dataset=self.base["train"])
+                summary = {"train_time_s": result.time_s, "train_samples": len(train_set), "role": role, "seed": seed}
+                (path / "train_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        summary = json.loads((path / "train_summary.json").read_text(encoding="utf-8"))
+        return self._classifier(str(path), architecture, seed), float(summary["train_time_s"])
+
+    def _classifier(self, path: str | None, architecture: str, seed: int):
+        from ..data import label_maps
+        from ..training import load_classifier, num_classes
+
+        id2label, label2id = label_maps(self.base["train"])
+        m = self.model_args
+        start = path or m.model_name_or_path
+        return load_classifier(
+            start, num_labels=num_classes(self.base["train"]), id2label=id2label, label2id=label2id,
+            architecture=architecture, image_size=m.image_size,
+            ignore_mismatched_sizes=m.ignore_mismatched_sizes if path is None else False,
+            allow_pickle=m.allow_pickle, trust_remote_code=m.trust_remote_code, seed=seed,
+        )
