@@ -48,15 +48,25 @@ def _mean_std(values: list) -> dict:
     return {"mean": float(np.mean(finite)), "std": std, "n": len(finite)}
 
 
-def aggregate(cells: list[dict], methods: list[str]) -> list[dict]:
-    """One row per (model, scenario, method): mean, std and count over seeds of every value."""
+def aggregate(cells: list[dict], methods: list[str], scenarios: list[str] | None = None) -> list[dict]:
+    """One row per (model, scenario, method): mean, std and count over seeds of every value.
+
+    Rows come in ``scenarios`` order, then models in order of appearance, then ``methods`` order.
+    """
     groups: dict[tuple, list[dict]] = {}
     for cell in cells:
         key = (cell["benchmark"]["model"], cell["scenario"], cell["method"])
         groups.setdefault(key, []).append(cell)
     order = {m: i for i, m in enumerate(methods)}
+    scenario_order = {s: i for i, s in enumerate(scenarios or sorted({c["scenario"] for c in cells}))}
+    model_order = {m: i for i, m in enumerate(dict.fromkeys(c["benchmark"]["model"] for c in cells))}
+
+    def position(item):
+        model, scenario, method = item[0]
+        return scenario_order.get(scenario, len(scenario_order)), model_order[model], order.get(method, len(order))
+
     rows = []
-    for (model, scenario, method), group in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0], order.get(kv[0][2], 99))):
+    for (model, scenario, method), group in sorted(groups.items(), key=position):
         values = [cell_values(c) for c in group]
         rows.append({
             "model": model, "scenario": scenario, "method": method,
@@ -137,7 +147,7 @@ def write_summary(out: Path, cells: list[dict], bench, *, plot: bool = True) -> 
     """Write benchmark.md / benchmark.json (and benchmark.png); returns the JSON dict plus ``markdown``."""
     from .benchmark import _write_json
 
-    rows = aggregate(cells, list(bench.methods))
+    rows = aggregate(cells, list(bench.methods), list(bench.scenarios))
     markdown = to_markdown(rows, bench)
     summary = {
         "settings": json.loads((out / "benchmark_settings.json").read_text(encoding="utf-8")),
