@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import torch
 from transformers import TrainingArguments
 
 from .data import DataError, ForgetSpec, read_ids_file
@@ -192,6 +193,9 @@ class TrainConfig(TrainingArguments):
     )
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Replace the contents of a non-empty --output_dir."}
+    )
+    dataloader_pin_memory: bool = field(
+        default_factory=torch.cuda.is_available, metadata={"help": "Pin batches in memory (only useful with a GPU)."}
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from transformers import TrainingArguments
 
 RESET_MODES = ("zero", "init", "none")
@@ -113,6 +114,9 @@ class DeepCleanConfig(TrainingArguments):
     logging_strategy: str = field(default="epoch", metadata={"help": "Logging: no, steps or epoch."})
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Keep False: images are transformed lazily from the raw column."}
+    )
+    dataloader_pin_memory: bool = field(
+        default_factory=torch.cuda.is_available, metadata={"help": "Pin batches in memory (only useful with a GPU)."}
     )
 
     def __post_init__(self):

@@ -196,6 +196,7 @@ def default_training_arguments(output_dir: str, **overrides):
         report_to="none",
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
+        dataloader_pin_memory=torch.cuda.is_available(),
         seed=0,
         disable_tqdm=True,
     )
