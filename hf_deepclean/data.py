@@ -321,6 +321,9 @@ class ForgetSpec:
         return asdict(self)
 
 
+_SPEC_FIELD = {"noisy_labels": "noisy_fraction"}
+
+
 def _label_ids(dataset, labels: Iterable[int | str]) -> list[int]:
     names = class_names(dataset)
     out = []
@@ -381,7 +384,8 @@ def forget_indices(dataset, spec: ForgetSpec) -> np.ndarray:
     idx = np.unique(idx)
     if len(idx) == 0:
         raise DataError(
-            f"The forget set is empty for {spec.kind}={getattr(spec, spec.kind, None)!r}: nothing to forget. "
+            f"The forget set is empty for {spec.kind}={getattr(spec, _SPEC_FIELD.get(spec.kind, spec.kind), None)!r}: "
+            "nothing to forget. "
             "Name classes, ids or a fraction that select at least one training sample."
         )
     if len(idx) == n:
