@@ -388,3 +388,19 @@ def test_push_and_reload_in_fresh_process_with_hf_endpoint(hub, model_dir, tmp_p
     assert f"URL {hub.url}/alice/fresh-model" in done.stdout
     assert hub.state.repos["alice/fresh-model"].private is True
     assert GOOD_TOKEN not in done.stdout + done.stderr
+
+
+def test_push_command_line(hub, model_dir, capsys):
+    from hf_deepclean.cli import main
+
+    assert main(["push", str(model_dir), "--repo_id", REPO, "--token", GOOD_TOKEN]) == 0
+    out, err = capsys.readouterr()
+    assert f"{hub.url}/{REPO}" in out and "(private)" in out
+    assert GOOD_TOKEN not in out + err
+    assert hub.state.repos[REPO].private is True
+    # A second push without --overwrite is one clear error line, exit 2, the token never printed.
+    assert main(["push", str(model_dir), "--repo_id", REPO, "--token", GOOD_TOKEN]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith("error:") and "already exists" in err and GOOD_TOKEN not in out + err
+    assert main(["push", str(model_dir), "--repo_id", "alice/public", "--token", GOOD_TOKEN, "--public"]) == 0
+    assert hub.state.repos["alice/public"].private is False
