@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 SCENARIOS = ("class", "random", "noisy_labels")
 DEFAULT_METHODS = (
     "original", "retrain", "finetune", "gradient_ascent", "random_labels", "ssd", "salun", "fisher_forgetting",
-    "l1_sparse", "deepclean", "deepclean_init", "deepclean_none", "deepclean_batch",
+    "l1_sparse", "deepclean", "deepclean_init", "deepclean_none", "deepclean_batch", "deepclean_fast",
 )
 SETTINGS_FILE = "benchmark_settings.json"
 REFERENCE_FILE = "_reference.json"
@@ -359,12 +359,15 @@ def benchmark(model_args: ModelArguments, data_args: DataArguments, bench: Bench
 
 
 def run(argv: list[str]) -> int:
-    model_args, data_args, bench = parse_arguments(
-        (ModelArguments, DataArguments, BenchmarkArguments),
+    from .benchmark_sensitivity import SensitivityArguments, run_sensitivity
+
+    model_args, data_args, bench, sens = parse_arguments(
+        (ModelArguments, DataArguments, BenchmarkArguments, SensitivityArguments),
         argv,
         prog="hf-deepclean benchmark",
-        description="Compare unlearning methods across scenarios, models and seeds (resumable; results cached).",
+        description="Compare unlearning methods across scenarios, models and seeds (resumable; results cached); "
+        "--sensitivity sweeps DeepClean's and SSD's hyperparameters instead.",
     )
-    summary = benchmark(model_args, data_args, bench)
+    summary = run_sensitivity(model_args, data_args, bench, sens) if sens.sensitivity else benchmark(model_args, data_args, bench)
     print(summary["markdown"])
     return 0

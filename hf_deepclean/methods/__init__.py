@@ -19,6 +19,7 @@ changed in place (``retrain`` returns a new one).
 ``deepclean_init``      DeepClean resetting the selected weights to a fresh initialisation
 ``deepclean_none``      DeepClean without reset (masked fine-tune only)
 ``deepclean_batch``     DeepClean with the cheap batch Fisher estimator
+``deepclean_fast``      DeepClean's ``preset="fast"``: batch Fisher on <= 256 samples, zero reset, 30 steps
 ======================  ==========================================================================
 """
 
@@ -103,6 +104,11 @@ METHODS: dict[str, UnlearningMethod] = {
             "deepclean_batch", deepclean.run, DeepCleanConfig,
             {**deepclean.DIGITS_DEFAULTS, **_QUIET, "fisher_estimator": "batch"},
             summary="DeepClean with the batch Fisher estimator.",
+        ),
+        UnlearningMethod(
+            "deepclean_fast", deepclean.run, DeepCleanConfig,
+            {**deepclean.DIGITS_DEFAULTS, **_QUIET, "preset": "fast", "top_fraction": deepclean.FAST_TOP_FRACTION},
+            summary="DeepClean's fast preset: batch Fisher on a bounded sample, zero reset, a few dozen steps.",
         ),
     )
 }

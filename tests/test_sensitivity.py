@@ -1,0 +1,81 @@
+"""Fast preset, passing windows and a --quick `hf-deepclean benchmark --sensitivity` run (writes, resumes)."""
+
+import json
+
+import pytest
+
+from hf_deepclean.commands import benchmark as bench_mod
+from hf_deepclean.commands import benchmark_sensitivity as sens_mod
+from hf_deepclean.commands.benchmark_sensitivity_summary import passing_window
+from hf_deepclean.config import PRESETS, DeepCleanConfig
+
+
+def test_fast_preset_fills_defaults_but_not_user_set_fields(tmp_path):
+    config = DeepCleanConfig(output_dir=str(tmp_path), top_fraction=0.05, preset="fast")
+    for name, value in PRESETS["fast"].items():
+        assert getattr(config, name) == value, name
+    mine = DeepCleanConfig(output_dir=str(tmp_path), top_fraction=0.05, preset="fast", max_steps=7,
+                           fisher_estimator="expected", reset="init")
+    assert (mine.max_steps, mine.fisher_estimator, mine.reset) == (7, "expected", "init")
+    assert mine.fisher_max_samples == PRESETS["fast"]["fisher_max_samples"]
+    plain = DeepCleanConfig(output_dir=str(tmp_path), top_fraction=0.05)
+    assert (plain.fisher_estimator, plain.max_steps) == ("empirical", -1)
+
+
+def test_unknown_preset_error_names_the_field(tmp_path):
+    with pytest.raises(ValueError, match=r"preset='slow'.*fast"):
+        DeepCleanConfig(output_dir=str(tmp_path), top_fraction=0.05, preset="slow")
+
+
+def test_fast_method_is_registered_with_the_preset():
+    from hf_deepclean.methods import METHODS
+
+    config = METHODS["deepclean_fast"].make_config()
+    assert (config.preset, config.fisher_estimator, config.max_steps) == ("fast", "batch", PRESETS["fast"]["max_steps"])
+
+
+def _row(value, d_df, d_test):
+    return {"value": value, "delta_forget_accuracy": d_df, "delta_test_accuracy": d_test}
+
+
+def test_window_contiguous_none_and_single():
+    rows = [_row(0.005, 0.5, 0.0), _row(0.01, 0.01, -0.005), _row(0.05, 0.0, 0.01), _row(0.1, 0.0, -0.02)]
+    w = passing_window(rows)
+    assert (w["low"], w["high"], w["contiguous"]) == (0.01, 0.05, True) and w["ratio"] == pytest.approx(5.0)
+    none = passing_window([_row(1, 0.3, 0.0), _row(2, 0.0, -0.2)])
+    assert none["low"] is None and none["ratio"] is None and none["passing"] == []
+    single = passing_window([_row(3, 0.0, 0.0), _row(5, 0.24, 0.0)])
+    assert (single["low"], single["high"], single["ratio"]) == (3, 3, 1.0)
+    gap = passing_window([_row(1, 0, 0), _row(2, 0.5, 0), _row(4, 0, 0)])
+    assert gap["ratio"] == 4 and not gap["contiguous"] and gap["failing_inside"] == [2]
+
+
+ARGS = ["--sensitivity", "--quick", "--architectures", "vit", "--seeds", "0", "--scenarios", "class",
+        "--sensitivity_fractions", "0.05", "0.15", "--sensitivity_epochs", "0.5", "--sensitivity_alphas", "3", "10",
+        "--sensitivity_timing_repeats", "1"]
+
+
+def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
+    out = tmp_path / "sens"
+    assert bench_mod.run(ARGS + ["--output_dir", str(out)]) == 0
+    for name in ("sensitivity.md", "sensitivity.json", "sensitivity.png"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "sensitivity.json").read_text())
+    methods = {(w["method"], w["param"]) for w in summary["windows"]}
+    assert methods == {("deepclean", "top_fraction"), ("ssd", "alpha")}
+    assert len(summary["rows"]) == 4 and len(summary["auto"]) == 1 and len(summary["fast_vs_ssd"]) == 1
+    assert summary["fast_vs_ssd"][0]["time_ratio"] > 0
+    assert "## Passing windows" in (out / "sensitivity.md").read_text()
+
+    def no_compute(*args, **kwargs):
+        raise AssertionError("a cached point was recomputed")
+
+    import hf_deepclean.training as training
+
+    for name in ("deepclean", "ssd", "auto", "fast_vs_ssd"):
+        monkeypatch.setattr(sens_mod._Group, name, no_compute)
+    monkeypatch.setattr(training, "train_classifier", no_compute)
+    (out / "sensitivity.md").unlink()
+    assert bench_mod.run(ARGS + ["--output_dir", str(out)]) == 0
+    assert json.loads((out / "sensitivity.json").read_text())["rows"] == summary["rows"]
+    assert (out / "sensitivity.md").is_file()
