@@ -34,7 +34,7 @@ def _labels_of(dataset) -> np.ndarray:
     if hasattr(dataset, "with_format"):  # an HF dataset, maybe with a lazy image transform: read the raw column
         raw = dataset.with_format(None)
         return np.asarray(list(raw["label" if "label" in raw.column_names else "labels"]))
-    return np.asarray([int(item["labels"]) for item in dataset])
+    return np.asarray([int(item["labels"] if "labels" in item else item["label"]) for item in dataset])
 
 
 def is_class_forgetting(forget, retain) -> bool:
