@@ -184,6 +184,9 @@ class TrainConfig(TrainingArguments):
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate (3e-3 suits tiny models)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    warmup_steps: float = field(
+        default=0.05, metadata={"help": "Warm-up steps, or a fraction of all steps when < 1 (the tiny ViT needs it)."}
+    )
     per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
     per_device_eval_batch_size: int = field(default=128, metadata={"help": "Evaluation batch size per device."})
     save_strategy: str = field(default="no", metadata={"help": "Checkpointing: no, steps or epoch."})

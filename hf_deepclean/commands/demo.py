@@ -37,7 +37,9 @@ class DemoArguments:
     output_dir: str = field(default="runs/demo", metadata={"help": "Demo folder (original and gold are cached there)."})
     architecture: str = field(default="vit", metadata={"help": "Tiny architecture: vit or resnet."})
     forget_label: int = field(default=3, metadata={"help": "Digit class to forget."})
-    top_fraction: float = field(default=0.15, metadata={"help": "Fraction of weights DeepClean selects and resets."})
+    top_fraction: float = field(
+        default=0.2, metadata={"help": "Fraction of weights DeepClean selects and resets (0.2: a margin over the 0.15 that forgets on average)."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of training and unlearning."})
 
 
