@@ -32,7 +32,7 @@ class DeepCleanConfig(TrainingArguments):
         top_fraction: Select the top fraction (0, 1] of the eligible weights by Fisher ratio, or ``"auto"``
             (see :mod:`hf_deepclean.sweep`: the smallest fraction whose reset-only model forgets by a
             criterion that needs no gold model; needs an ``eval_dataset``).
-        auto_fractions, auto_retain_floor, auto_mia_margin: Settings of ``top_fraction="auto"``.
+        auto_fractions, auto_retain_floor, auto_margin_steps, auto_mia_margin: Settings of ``top_fraction="auto"``.
         fisher_estimator: ``empirical`` (per-sample, the paper's), ``expected`` or ``batch`` (cheap,
             batch-size dependent).
         fisher_batch_size: Batch size of the Fisher pass.
@@ -77,6 +77,11 @@ class DeepCleanConfig(TrainingArguments):
     )
     auto_retain_floor: float = field(
         default=0.5, metadata={"help": "top_fraction=auto: minimum retain accuracy right after the reset."}
+    )
+    auto_margin_steps: int = field(
+        default=1,
+        metadata={"help": "top_fraction=auto: swept steps added above the smallest passing fraction (the fine-tune "
+                  "restores part of what the reset removed)."},
     )
     auto_mia_margin: float = field(
         default=0.05, metadata={"help": "top_fraction=auto, sample forgetting: accept loss-MIA within 0.5 +- margin."}

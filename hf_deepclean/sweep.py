@@ -10,7 +10,9 @@ criterion needing no gold model:
 - sample forgetting and noisy labels: forget-set losses indistinguishable from validation losses
   (loss-MIA accuracy within ``mia_margin`` of 0.5);
 - in both: retain accuracy after the reset at least ``retain_floor``, a level the short masked
-  fine-tune recovers from.
+  fine-tune recovers from;
+
+then one swept step more (``margin_steps``), because the fine-tune restores part of what the reset removed.
 """
 
 from __future__ import annotations
@@ -126,22 +128,36 @@ def choose_top_fraction(
     num_classes: int,
     retain_floor: float = 0.5,
     mia_margin: float = 0.05,
+    margin_steps: int = 1,
 ) -> tuple[float, str]:
-    """The smallest swept fraction that meets the no-gold criterion (module doc); returns it and why."""
+    """The smallest swept fraction that meets the no-gold criterion (module doc), plus ``margin_steps``.
+
+    The criterion is judged on reset-only models, but the fine-tune afterwards restores part of what the
+    reset removed (on the digits ViT a fraction at 0 % forget accuracy after the reset came back to ~4 %).
+    So the choice moves ``margin_steps`` swept values up from the smallest passing one, as long as that
+    value still keeps retain accuracy above ``retain_floor``. Returns the fraction and why.
+    """
     chance = 1.0 / num_classes
-    for row in sorted(rows, key=lambda r: r["fraction"]):
+    ordered = sorted(rows, key=lambda r: r["fraction"])
+    for i, row in enumerate(ordered):
         if row["retain_accuracy"] < retain_floor:
             continue
         if class_forgetting and row["forget_accuracy"] <= chance:
-            return row["fraction"], (
-                f"smallest fraction with forget accuracy {row['forget_accuracy']:.3f} <= chance {chance:.3f} "
-                f"and retain accuracy {row['retain_accuracy']:.3f} >= {retain_floor}"
-            )
-        if not class_forgetting and abs(row["mia_loss_lr"] - 0.5) <= mia_margin:
-            return row["fraction"], (
-                f"smallest fraction with loss-MIA {row['mia_loss_lr']:.3f} within {mia_margin} of 0.5 "
-                f"and retain accuracy {row['retain_accuracy']:.3f} >= {retain_floor}"
-            )
+            why = (f"forget accuracy {row['forget_accuracy']:.3f} <= chance {chance:.3f} and retain accuracy "
+                   f"{row['retain_accuracy']:.3f} >= {retain_floor}")
+        elif not class_forgetting and abs(row["mia_loss_lr"] - 0.5) <= mia_margin:
+            why = (f"loss-MIA {row['mia_loss_lr']:.3f} within {mia_margin} of 0.5 and retain accuracy "
+                   f"{row['retain_accuracy']:.3f} >= {retain_floor}")
+        else:
+            continue
+        chosen = row
+        for candidate in ordered[i + 1 : i + 1 + max(margin_steps, 0)]:
+            if candidate["retain_accuracy"] < retain_floor:
+                break
+            chosen = candidate
+        margin = (f"; {chosen['fraction']:g} keeps a margin of {margin_steps} swept step(s) for the fine-tune's recovery"
+                  if chosen is not row else "")
+        return chosen["fraction"], f"smallest fraction with {why} is {row['fraction']:g}{margin}"
     largest = max(rows, key=lambda r: r["fraction"])
     return largest["fraction"], (
         "no swept fraction met the criterion; using the largest one. Sweep larger fractions "

@@ -203,7 +203,7 @@ class DeepCleanTrainer(Trainer):
         class_forgetting = is_class_forgetting(self.forget_dataset, self.train_dataset)
         fraction, reason = choose_top_fraction(
             rows, class_forgetting=class_forgetting, num_classes=model.config.num_labels,
-            retain_floor=args.auto_retain_floor, mia_margin=args.auto_mia_margin,
+            retain_floor=args.auto_retain_floor, mia_margin=args.auto_mia_margin, margin_steps=args.auto_margin_steps,
         )
         self.auto_sweep = {"rows": rows, "chosen": fraction, "reason": reason, "class_forgetting": class_forgetting}
         logger.info("top_fraction=auto chose %s: %s.", fraction, reason)

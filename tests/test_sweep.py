@@ -47,6 +47,19 @@ def test_choose_top_fraction_rules():
     assert fraction == 0.01 and "no swept fraction met the criterion" in reason
 
 
+def test_choose_top_fraction_keeps_a_margin_for_the_fine_tune():
+    rows = [
+        {"fraction": f, "forget_accuracy": acc, "retain_accuracy": retain, "mia_loss_lr": 0.5}
+        for f, acc, retain in ((0.02, 0.5, 0.99), (0.05, 0.0, 0.97), (0.1, 0.0, 0.9), (0.2, 0.0, 0.6), (0.3, 0.0, 0.3))
+    ]
+    assert choose_top_fraction(rows, class_forgetting=True, num_classes=10, margin_steps=0)[0] == 0.05
+    fraction, reason = choose_top_fraction(rows, class_forgetting=True, num_classes=10)
+    assert fraction == 0.1 and "margin of 1 swept step" in reason
+    assert choose_top_fraction(rows, class_forgetting=True, num_classes=10, margin_steps=2)[0] == 0.2
+    # The margin never crosses the retain floor.
+    assert choose_top_fraction(rows, class_forgetting=True, num_classes=10, margin_steps=5)[0] == 0.2
+
+
 def test_class_forgetting_detection(setup):
     m = setup[0]
     assert is_class_forgetting(m.forget, m.retain)

@@ -192,7 +192,8 @@ class _Group:
                            norm_policy=config.norm_policy, eps=config.ratio_eps, seed=self.seed)
         chosen, reason = choose_top_fraction(
             rows, class_forgetting=self.scenario.name == "class", num_classes=model.config.num_labels,
-            retain_floor=config.auto_retain_floor, mia_margin=config.auto_mia_margin)
+            retain_floor=config.auto_retain_floor, mia_margin=config.auto_mia_margin,
+            margin_steps=config.auto_margin_steps)
         return {"seed": self.seed, "scenario": self.scenario.name, "chosen": chosen, "reason": reason,
                 "validation_size": len(validation), "reset_only_rows": rows}
 

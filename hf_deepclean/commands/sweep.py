@@ -37,6 +37,9 @@ class SweepArguments:
     fisher_max_samples: int | None = field(default=None, metadata={"help": "At most this many samples per Fisher."})
     validation_fraction: float = field(default=0.5, metadata={"help": "Part of the test split carved off as validation."})
     retain_sample_size: int = field(default=500, metadata={"help": "Retain accuracy on a seeded sample of this size."})
+    auto_margin_steps: int = field(
+        default=1, metadata={"help": "Swept steps the automatic choice adds above the smallest passing fraction."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the carving and the samples."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty output folder."})
 
@@ -73,7 +76,8 @@ def run(argv: list[str]) -> int:
         chosen = reason = None
         if not args.thresholds:
             chosen, reason = choose_top_fraction(
-                rows, class_forgetting=is_class_forgetting(data.forget, data.retain), num_classes=model.config.num_labels
+                rows, class_forgetting=is_class_forgetting(data.forget, data.retain), num_classes=model.config.num_labels,
+                margin_steps=args.auto_margin_steps,
             )
         table = sweep_markdown(rows, validation_source=source, chosen=chosen)
         if chosen is not None:
