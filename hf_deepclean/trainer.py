@@ -22,6 +22,7 @@ from .data import IMAGE_COLUMN, collate_fn, with_image_transform
 from .fisher import fisher_diagonal
 from .masking import GradientMask, freeze_batchnorm_statistics, normalization_parameter_names, reset_selected_weights
 from .selection import ParameterMask, select_parameters, threshold_sweep
+from .training import live_objects_frozen
 
 logger = logging.getLogger(__name__)
 
@@ -247,7 +248,8 @@ class DeepCleanTrainer(Trainer):
         self.log({f"deepclean/{k}": float(v) for k, v in self.unlearning_stats.items() if isinstance(v, (int, float))})
         try:
             t0 = time.perf_counter()
-            output = self.train(resume_from_checkpoint=checkpoint, **train_kwargs)
+            with live_objects_frozen():
+                output = self.train(resume_from_checkpoint=checkpoint, **train_kwargs)
             train_time = time.perf_counter() - t0
         finally:
             for handle in bn_handles:

@@ -19,6 +19,7 @@ from transformers import Trainer, TrainingArguments
 
 from ..data import IMAGE_COLUMN, LABEL_COLUMN, collate_fn, with_image_transform
 from ..masking import GradientMask
+from ..training import live_objects_frozen
 
 
 @dataclass
@@ -207,7 +208,8 @@ def train(trainer_class, model, args, train_dataset, processor=None, **trainer_k
     )
     quiet(trainer)
     start = time.perf_counter()
-    trainer.train()
+    with live_objects_frozen():
+        trainer.train()
     return trainer.model, time.perf_counter() - start
 
 
