@@ -404,3 +404,39 @@ def test_push_command_line(hub, model_dir, capsys):
     assert err.startswith("error:") and "already exists" in err and GOOD_TOKEN not in out + err
     assert main(["push", str(model_dir), "--repo_id", "alice/public", "--token", GOOD_TOKEN, "--public"]) == 0
     assert hub.state.repos["alice/public"].private is False
+
+
+def test_deepclean_trainer_push_to_hub_uses_the_deepclean_card(hub, tmp_path):
+    """Trainer's own push_to_hub: private by default, DeepClean's card, mask and Fishers kept local."""
+    from hf_deepclean.config import DeepCleanConfig
+    from hf_deepclean.trainer import DeepCleanTrainer
+    from hf_deepclean.training import load_classifier
+
+    class Samples(torch.utils.data.Dataset):
+        def __init__(self, n):
+            g = torch.Generator().manual_seed(n)
+            self.x, self.y = torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 4, (n,), generator=g)
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            return {"pixel_values": self.x[i], "labels": int(self.y[i])}
+
+    args = DeepCleanConfig(
+        output_dir=str(tmp_path / "run"), top_fraction=0.1, max_steps=2, use_cpu=True, disable_tqdm=True,
+        report_to="none", save_fisher=True, push_to_hub=True, hub_model_id="alice/trainer-push", hub_token=GOOD_TOKEN,
+    )
+    trainer = DeepCleanTrainer(load_classifier(None, num_labels=4, architecture="resnet"), args,
+                               train_dataset=Samples(16), forget_dataset=Samples(4))
+    trainer.unlearn()
+    trainer.save_model()
+    trainer.push_to_hub()
+    repo = hub.state.repos["alice/trainer-push"]
+    assert repo.private is True
+    card = repo.files["README.md"].decode()
+    assert "deepclean" in card and "machine-unlearning" in card
+    assert "model.safetensors" in repo.files
+    assert not any(path.startswith("_") for path in repo.files)  # mask and Fishers stay local
+    assert (tmp_path / "run" / "_parameter_mask.safetensors").exists()
+    assert (tmp_path / "run" / "_fisher_forget.safetensors").exists()
