@@ -211,23 +211,11 @@ def test_selection_from_a_mask_object():
 @pytest.mark.timeout(300)
 def test_two_cpu_processes_gather_every_sample_once(tmp_path):
     """37 samples, batch 4, 2 processes: gather_for_metrics must drop the padded duplicates."""
-    import os
-    import subprocess
-    import sys
-    from pathlib import Path
-
     import _eval_dist_worker as worker
+    from _two_processes import run_two_cpu_processes
 
     out = tmp_path / "outputs.npz"
-    accelerate = Path(sys.executable).with_name("accelerate")
-    cmd = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-           worker.__file__, str(out)]
-    root = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=280)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_two_cpu_processes(worker.__file__, str(out))
     distributed, single = np.load(out), worker.compute()
     np.testing.assert_array_equal(distributed["labels"], single.labels)
     np.testing.assert_array_equal(distributed["predictions"], single.predictions)
