@@ -75,6 +75,8 @@ def hub(isolated_hf):
         isolated_hf.setattr(constants, "ENDPOINT", server.url)
         template = server.url + "/{repo_id}/resolve/{revision}/{filename}"
         isolated_hf.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", template)
+        # transformers keeps one shared HfApi, bound to the endpoint of its first use (an earlier test's server).
+        isolated_hf.setattr("transformers.utils.hub._hf_api", None, raising=False)
         yield server
 
 
