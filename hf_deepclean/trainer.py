@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers import Trainer
 
 from .config import DeepCleanConfig
 from .data import IMAGE_COLUMN, collate_fn, with_image_transform
@@ -33,20 +32,6 @@ FISHER_RETAIN_FILE = "_fisher_retain.safetensors"
 
 class SelectionError(ValueError):
     """A threshold that selects no weight, or a mask that cannot be used."""
-
-
-class _SaveMaskCallback(TrainerCallback):
-    """Write the mask into every checkpoint so ``resume_from_checkpoint`` finds it."""
-
-    def __init__(self, trainer: "DeepCleanTrainer"):
-        self.trainer = trainer
-
-    def on_save(self, args, state, control, **kwargs):
-        if self.trainer.parameter_mask is not None and state.is_world_process_zero:
-            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-            if folder.is_dir():
-                self.trainer.parameter_mask.save(folder / MASK_FILE)
-        return control
 
 
 class DeepCleanTrainer(Trainer):
@@ -82,7 +67,7 @@ class DeepCleanTrainer(Trainer):
             from transformers import AutoModelForImageClassification
 
             model = AutoModelForImageClassification.from_pretrained(str(model), use_safetensors=True)
-        self._check_distributed_support(args)
+        self._check_distributed_support(fsdp=args.fsdp, deepspeed=args.deepspeed)
         self.image_processor = processing_class
         super().__init__(
             model=model,
@@ -93,20 +78,16 @@ class DeepCleanTrainer(Trainer):
             processing_class=processing_class,
             **kwargs,
         )
-        if self.is_fsdp_enabled or self.is_deepspeed_enabled:  # switched on by an accelerate config, not args
-            self._check_distributed_support(type("Launch", (), {
-                "fsdp": "accelerate config" if self.is_fsdp_enabled else None,
-                "deepspeed": "accelerate config" if self.is_deepspeed_enabled else None,
-            })())
+        # An accelerate config switches the engines on without touching args.
+        self._check_distributed_support(fsdp=self.is_fsdp_enabled, deepspeed=self.is_deepspeed_enabled)
         self.forget_dataset = self._prepare(forget_dataset)
         self.parameter_mask = parameter_mask
         self.fisher_forget = fisher_forget
         self.fisher_retain = fisher_retain
         self.unlearning_stats: dict = {}
-        self.unlearning_report = None
-        self.auto_sweep: dict | None = None  # set it (an UnlearningReport or its dict) to put the evidence in the card
+        self.unlearning_report = None  # set it (an UnlearningReport or its dict) to put the evidence in the card
+        self.auto_sweep: dict | None = None
         self._gradient_mask: GradientMask | None = None
-        self.add_callback(_SaveMaskCallback(self))
 
     # ------------------------------------------------------------------ set-up
 
@@ -121,14 +102,14 @@ class DeepCleanTrainer(Trainer):
         return dataset
 
     @staticmethod
-    def _check_distributed_support(args: DeepCleanConfig) -> None:
+    def _check_distributed_support(*, fsdp, deepspeed) -> None:
         # Element-wise masks need the original parameter objects; refuse set-ups that hide them.
-        if getattr(args, "deepspeed", None):
+        if deepspeed:
             raise ValueError(
                 "DeepClean does not support DeepSpeed yet: its engine steps inside backward, past the frozen-weight "
                 "restore. Use DDP (accelerate multi-GPU) instead."
             )
-        if getattr(args, "fsdp", None):
+        if fsdp:
             raise ValueError(
                 "DeepClean does not support FSDP yet: FSDP replaces the parameters the element-wise mask is bound to. "
                 "Use DDP (accelerate multi-GPU) instead; the Fisher pass itself scales across processes."
@@ -298,7 +279,8 @@ class DeepCleanTrainer(Trainer):
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call=_internal_call)
-        # The card and the mask are written on every save, not only on push.
+        # The card and the mask are written on every save, not only on push; Trainer's checkpoints call this
+        # with the checkpoint folder, which is how resume_from_checkpoint finds the mask there.
         if self.parameter_mask is not None and self.is_world_process_zero():
             from .hub import write_model_card
 

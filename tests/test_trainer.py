@@ -175,9 +175,9 @@ def test_config_validation_names_the_field(tmp_path):
 
 def test_fsdp_and_deepspeed_are_refused(tmp_path):
     with pytest.raises(ValueError, match="does not support FSDP"):
-        DeepCleanTrainer._check_distributed_support(type("A", (), {"fsdp": "full_shard", "deepspeed": None})())
+        DeepCleanTrainer._check_distributed_support(fsdp="full_shard", deepspeed=None)
     with pytest.raises(ValueError, match="does not support DeepSpeed"):
-        DeepCleanTrainer._check_distributed_support(type("A", (), {"fsdp": None, "deepspeed": "ds.json"})())
+        DeepCleanTrainer._check_distributed_support(fsdp=None, deepspeed="ds.json")
 
 
 def test_resume_keeps_mask_and_frozen_weights(tmp_path):
