@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -253,6 +253,18 @@ def _canonical(dataset, image_column: str, label_column: str):
         raise DataError(f"Label column {label_column!r} holds negative labels ({values.min()}); use 0..C-1.")
     num_classes = int(values.max()) + 1 if len(values) else 0
     return dataset.cast_column(LABEL_COLUMN, datasets.ClassLabel(names=[str(i) for i in range(num_classes)]))
+
+
+def labels_of(dataset) -> np.ndarray:
+    """The labels of any split the package handles (raw, lazily transformed, in memory), without decoding images."""
+    labels = getattr(dataset, "labels", None)
+    if torch.is_tensor(labels):  # methods.base.TensorImageDataset keeps them as one tensor
+        return labels.numpy()
+    if hasattr(dataset, "with_format"):  # an HF dataset, maybe with a lazy image transform: read the raw column
+        raw = dataset.with_format(None)
+        column = LABEL_COLUMN if LABEL_COLUMN in raw.column_names else "labels"
+        return np.asarray(list(raw[column]), dtype=np.int64)
+    return np.asarray([int(item["labels"] if "labels" in item else item[LABEL_COLUMN]) for item in dataset], dtype=np.int64)
 
 
 def class_names(dataset) -> list[str]:

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
+from .data import labels_of
 from .masking import reset_selected_weights
 from .selection import select_parameters
 
@@ -32,16 +33,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
 
 
-def _labels_of(dataset) -> np.ndarray:
-    if hasattr(dataset, "with_format"):  # an HF dataset, maybe with a lazy image transform: read the raw column
-        raw = dataset.with_format(None)
-        return np.asarray(list(raw["label" if "label" in raw.column_names else "labels"]))
-    return np.asarray([int(item["labels"] if "labels" in item else item["label"]) for item in dataset])
-
-
 def is_class_forgetting(forget, retain) -> bool:
     """True when no class of the forget set appears in the retain set."""
-    return not set(np.unique(_labels_of(forget))) & set(np.unique(_labels_of(retain)))
+    return not set(np.unique(labels_of(forget))) & set(np.unique(labels_of(retain)))
 
 
 def _subsample(dataset, size: int | None, seed: int):

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import LABEL_COLUMN, class_names, collate_fn, label_maps, with_image_transform
+from .data import class_names, collate_fn, label_maps, with_image_transform
 
 logger = logging.getLogger(__name__)
 

@@ -96,7 +96,7 @@ def _point(model, scenario, bench, seed, ref, **info) -> dict:
 
 def carve_validation_half(test, seed: int):
     """A seeded, stratified half of the (in-memory) test split, as ``common.carve_validation`` carves it."""
-    from ..methods.base import labels_of
+    from ..data import labels_of
 
     labels = labels_of(test)
     rng = np.random.default_rng(seed)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-import torch
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
 from ..outputs import check_output_dir, run_folder

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from transformers import Trainer, TrainingArguments
 
-from ..data import IMAGE_COLUMN, LABEL_COLUMN, collate_fn, with_image_transform
+from ..data import IMAGE_COLUMN, LABEL_COLUMN, collate_fn, labels_of, with_image_transform
 from ..masking import GradientMask
 from ..training import live_objects_frozen
 
@@ -116,12 +116,6 @@ def model_inputs(dataset, processor=None):
             raise ValueError("Raw image splits need an image processor (processor=...) to make pixel_values.")
         return with_image_transform(dataset, processor)
     return dataset
-
-
-def labels_of(dataset) -> np.ndarray:
-    if isinstance(dataset, TensorImageDataset):
-        return dataset.labels.numpy()
-    return np.asarray(dataset[LABEL_COLUMN], dtype=np.int64)
 
 
 def relabel_randomly(dataset, num_classes: int, seed: int = 0):
