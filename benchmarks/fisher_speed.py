@@ -22,22 +22,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from hf_deepclean.fisher import default_collate_fn, fisher_diagonal
-
-
-def tiny_digits_vit():
-    from transformers import ViTConfig, ViTForImageClassification
-
-    config = ViTConfig(
-        image_size=16,
-        patch_size=4,
-        num_channels=3,
-        hidden_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        intermediate_size=128,
-        num_labels=10,
-    )
-    return ViTForImageClassification(config)
+from hf_deepclean.training import load_classifier
 
 
 def random_samples(n: int, seed: int = 0) -> list[dict]:
@@ -84,8 +69,7 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.WARNING)
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = tiny_digits_vit()
+    model = load_classifier(None, num_labels=10, architecture="vit", seed=0)  # the embedded default digits ViT
     samples = random_samples(args.num_samples)
     loop_samples = samples[: min(args.loop_samples, args.num_samples)]
     fisher_kw = dict(batch_size=args.batch_size, chunk_size=args.chunk_size, show_progress=False)
