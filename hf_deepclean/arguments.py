@@ -11,9 +11,7 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-import torch
-from transformers import TrainingArguments
-
+from .config import TinyModelTrainingArguments
 from .data import DataError, ForgetSpec, read_ids_file
 
 
@@ -172,7 +170,7 @@ class ForgetArguments:
 
 
 @dataclass
-class TrainConfig(TrainingArguments):
+class TrainConfig(TinyModelTrainingArguments):
     """TrainingArguments whose defaults train the embedded tiny models on digits in well under a minute.
 
     For a pretrained Hub checkpoint pass a fine-tuning budget, e.g.
@@ -181,25 +179,10 @@ class TrainConfig(TrainingArguments):
 
     output_dir: str | None = field(default=None, metadata={"help": "Where the trained model is written."})
     num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs (20 suits the tiny digits models)."})
-    learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate (3e-3 suits tiny models)."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
     warmup_steps: float = field(
         default=0.05, metadata={"help": "Warm-up steps, or a fraction of all steps when < 1 (the tiny ViT needs it)."}
     )
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
-    per_device_eval_batch_size: int = field(default=128, metadata={"help": "Evaluation batch size per device."})
-    save_strategy: str = field(default="no", metadata={"help": "Checkpointing: no, steps or epoch."})
     logging_strategy: str = field(default="epoch", metadata={"help": "Logging: no, steps or epoch."})
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep False: images are transformed lazily from the raw column."}
-    )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Replace the contents of a non-empty --output_dir."}
-    )
-    dataloader_pin_memory: bool = field(
-        default_factory=torch.cuda.is_available, metadata={"help": "Pin batches in memory (only useful with a GPU)."}
-    )
 
 
 def yaml_to_argv(path: str | Path, known: set[str]) -> list[str]:

@@ -1,4 +1,8 @@
-"""DeepCleanConfig: TrainingArguments plus the DeepClean method's settings."""
+"""DeepCleanConfig: TrainingArguments plus the DeepClean method's settings.
+
+Also :class:`TinyModelTrainingArguments`, the Trainer defaults every command and method of the package
+starts from (training the original and gold models, DeepClean's fine-tune, the baselines).
+"""
 
 from __future__ import annotations
 
@@ -20,7 +24,33 @@ PRESETS = {
 
 
 @dataclass
-class DeepCleanConfig(TrainingArguments):
+class TinyModelTrainingArguments(TrainingArguments):
+    """TrainingArguments with the defaults shared by every Trainer run of the package.
+
+    They suit the embedded tiny digits models on CPU; pass your own budget for large models.
+    Images are transformed lazily from the raw column, so ``remove_unused_columns`` stays False.
+    """
+
+    output_dir: str | None = field(default=None, metadata={"help": "Output folder of the run."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate (3e-3 suits the tiny models)."})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
+    per_device_train_batch_size: int = field(default=32, metadata={"help": "Training batch size per device."})
+    per_device_eval_batch_size: int = field(default=128, metadata={"help": "Evaluation batch size per device."})
+    save_strategy: str = field(default="no", metadata={"help": "Checkpointing: no, steps or epoch."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep False: images are transformed lazily from the raw column."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Replace the contents of a non-empty --output_dir."}
+    )
+    dataloader_pin_memory: bool = field(
+        default_factory=torch.cuda.is_available, metadata={"help": "Pin batches in memory (only useful with a GPU)."}
+    )
+
+
+@dataclass
+class DeepCleanConfig(TinyModelTrainingArguments):
     """Configuration of a DeepClean run: Fisher pass, weight selection, reset, masked fine-tune.
 
     The training fields are ``transformers.TrainingArguments``; their defaults here are a short
@@ -118,28 +148,15 @@ class DeepCleanConfig(TrainingArguments):
     save_fisher: bool = field(
         default=False, metadata={"help": "Also save the Fishers (_fisher_*.safetensors, kept out of Hub pushes)."}
     )
-    overwrite_output_dir: bool = field(
-        default=False, metadata={"help": "Replace the contents of a non-empty --output_dir."}
-    )
     hub_private_repo: bool | None = field(
         default=True, metadata={"help": "Push to a private repository (an unlearned model can still be sensitive)."}
     )
-    # A short masked fine-tune (TrainingArguments fields with DeepClean defaults).
+    # A short masked fine-tune (the fields whose defaults or meaning differ from the shared base).
     output_dir: str | None = field(default=None, metadata={"help": "Where the unlearned model is written."})
     num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs of the masked fine-tune on D_r."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Learning rate of the masked fine-tune (3e-3 suits the tiny models)."})
     weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay (frozen weights never decay)."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Fine-tune batch size per device."})
-    per_device_eval_batch_size: int = field(default=128, metadata={"help": "Evaluation batch size per device."})
-    save_strategy: str = field(default="no", metadata={"help": "Checkpointing: no, steps or epoch."})
     logging_strategy: str = field(default="epoch", metadata={"help": "Logging: no, steps or epoch."})
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep False: images are transformed lazily from the raw column."}
-    )
-    dataloader_pin_memory: bool = field(
-        default_factory=torch.cuda.is_available, metadata={"help": "Pin batches in memory (only useful with a GPU)."}
-    )
 
     def __post_init__(self):
         self._apply_preset()

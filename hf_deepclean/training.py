@@ -197,29 +197,22 @@ def train_classifier(model, train_dataset, eval_dataset, args, image_processor, 
 
 def default_training_arguments(output_dir: str, **overrides):
     """Hyper-parameters that train the tiny digits models well in well under a minute on CPU."""
-    from transformers import TrainingArguments
+    from .config import TinyModelTrainingArguments
 
     values = dict(
         output_dir=output_dir,
         num_train_epochs=15,
         learning_rate=2e-3,
-        weight_decay=0.01,
         warmup_steps=0.05,
-        per_device_train_batch_size=32,
-        per_device_eval_batch_size=128,
-        lr_scheduler_type="cosine",
         eval_strategy="no",
-        save_strategy="no",
         logging_strategy="epoch",
         report_to="none",
-        remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
-        dataloader_pin_memory=torch.cuda.is_available(),
         seed=0,
         disable_tqdm=True,
     )
     values.update(overrides)
-    return TrainingArguments(**values)
+    return TinyModelTrainingArguments(**values)
 
 
 def save_classifier(model, image_processor, output_dir: str | Path, dataset=None) -> None:

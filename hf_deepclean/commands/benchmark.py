@@ -234,8 +234,6 @@ def _check_settings(out: Path, settings: dict) -> None:
 
 def _quiet_libraries() -> None:
     """Hundreds of runs: keep the per-cell progress lines readable (warnings and errors still show)."""
-    import warnings
-
     import datasets
     import transformers
 
@@ -243,7 +241,6 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    warnings.filterwarnings("ignore", message=".*pin_memory.*")
 
 
 class _Progress:

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer
 
 from ..data import IMAGE_COLUMN, LABEL_COLUMN, collate_fn, labels_of, with_image_transform
+from ..config import TinyModelTrainingArguments
 from ..masking import GradientMask
 from ..training import live_objects_frozen
 
@@ -36,7 +37,7 @@ class MethodResult:
 
 
 @dataclass
-class UnlearningArguments(TrainingArguments):
+class UnlearningArguments(TinyModelTrainingArguments):
     """TrainingArguments with the short-budget defaults every training-based baseline starts from.
 
     Args:
@@ -47,17 +48,8 @@ class UnlearningArguments(TrainingArguments):
 
     output_dir: str | None = field(default=None, metadata={"help": "Trainer scratch folder."})
     num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs of the unlearning run."})
-    learning_rate: float = field(default=3e-3, metadata={"help": "Peak learning rate (3e-3 suits the tiny models)."})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule."})
-    per_device_train_batch_size: int = field(default=32, metadata={"help": "Batch size per device."})
-    save_strategy: str = field(default="no", metadata={"help": "Checkpointing: no, steps or epoch."})
     logging_strategy: str = field(default="no", metadata={"help": "Logging: no, steps or epoch."})
-    report_to: str | list[str] | None = field(default="none", metadata={"help": "Loggers (tensorboard, wandb, ...)."})
     disable_tqdm: bool = field(default=True, metadata={"help": "Hide the per-step progress bar."})
-    remove_unused_columns: bool = field(
-        default=False, metadata={"help": "Keep False: images are transformed lazily from the raw column."}
-    )
 
 
 class TensorImageDataset(torch.utils.data.Dataset):
