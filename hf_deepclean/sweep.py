@@ -38,13 +38,6 @@ def is_class_forgetting(forget, retain) -> bool:
     return not set(np.unique(labels_of(forget))) & set(np.unique(labels_of(retain)))
 
 
-def _subsample(dataset, size: int | None, seed: int):
-    if size is None or len(dataset) <= size:
-        return dataset
-    rng = np.random.default_rng(seed)
-    return dataset.select(np.sort(rng.choice(len(dataset), size=size, replace=False)))
-
-
 def reset_sweep(
     model: torch.nn.Module,
     fisher_forget: Mapping[str, torch.Tensor],
@@ -68,7 +61,7 @@ def reset_sweep(
     its original weights afterwards. Rows: ``fraction`` or ``threshold``, ``selected_fraction``,
     ``forget_accuracy``, ``validation_accuracy``, ``retain_accuracy``, ``mia_loss_lr``, ``time_s``.
     """
-    from .evaluation import collect_outputs, mia_loss_lr
+    from .evaluation import collect_outputs, mia_loss_lr, seeded_subset
 
     if (fractions is None) == (thresholds is None) and thresholds is not None:
         raise ValueError("Pass fractions or thresholds, not both.")
@@ -78,7 +71,7 @@ def reset_sweep(
     candidates = [("threshold", t) for t in thresholds] if thresholds is not None else [
         ("fraction", f) for f in (fractions or DEFAULT_FRACTIONS)
     ]
-    retain = _subsample(splits["retain"], retain_sample_size, seed)
+    retain = seeded_subset(splits["retain"], retain_sample_size, seed)
     original = {name: p.detach().clone() for name, p in model.named_parameters()}
     rows = []
 

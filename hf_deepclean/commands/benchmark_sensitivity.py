@@ -75,11 +75,11 @@ class SensitivityArguments:
 def _accuracies(model, scenario, bench, seed) -> dict:
     """Accuracy on D_f, test and the retain sample the benchmark evaluates (forward passes only)."""
     from ..evaluation import collect_outputs
-    from ..sweep import _subsample
+    from ..evaluation import seeded_subset
 
     out = {}
     parts = {"forget": scenario.ready["forget"], "test": scenario.ready["test"],
-             "retain": _subsample(scenario.ready["retain"], bench.retain_eval_samples or 500, seed)}
+             "retain": seeded_subset(scenario.ready["retain"], bench.retain_eval_samples or 500, seed)}
     for key, data in parts.items():
         o = collect_outputs(model, data, batch_size=bench.eval_batch_size)
         out[f"{key}_accuracy"] = float((o.predictions == o.labels).mean())

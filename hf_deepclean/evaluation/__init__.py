@@ -7,7 +7,7 @@
   (imported on first use: ``evaluate`` is slow to import).
 """
 
-from .core import evaluate_unlearning, metrics_from_outputs
+from .core import evaluate_unlearning, metrics_from_outputs, seeded_subset
 from .mia import mia_efficacy, mia_loss_lr
 from .outputs import SplitOutputs, collect_outputs
 from .report import REPORT_JSON, REPORT_MARKDOWN, UnlearningReport
@@ -35,4 +35,5 @@ __all__ = [
     "metrics_from_outputs",
     "mia_efficacy",
     "mia_loss_lr",
+    "seeded_subset",
 ]

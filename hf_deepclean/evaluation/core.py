@@ -26,7 +26,7 @@ def _num_samples(dataset) -> int:
     return len(dataset.dataset) if _is_loader(dataset) else len(dataset)
 
 
-def _subsample(dataset, size: int | None, seed: int):
+def seeded_subset(dataset, size: int | None, seed: int):
     """A seeded subset of ``size`` rows (the same rows for every model), or the dataset itself."""
     if size is not None and _is_loader(dataset):
         raise ValueError("retain_sample_size needs a dataset, not a DataLoader: subsample the DataLoader's dataset.")
@@ -152,7 +152,7 @@ def evaluate_unlearning(
     if missing:
         raise ValueError(f"splits needs 'retain', 'forget' and 'test' datasets; missing {missing}.")
     class_ids = _class_ids(forget_labels, splits["forget"])
-    retain_set = _subsample(splits["retain"], retain_sample_size, seed)
+    retain_set = seeded_subset(splits["retain"], retain_sample_size, seed)
     data = {"retain": retain_set, "forget": splits["forget"], "test": splits["test"]}
 
     def evaluate_one(name, candidate):
