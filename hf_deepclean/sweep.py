@@ -63,7 +63,7 @@ def reset_sweep(
     """
     from .evaluation import collect_outputs, mia_loss_lr, seeded_subset
 
-    if (fractions is None) == (thresholds is None) and thresholds is not None:
+    if fractions is not None and thresholds is not None:
         raise ValueError("Pass fractions or thresholds, not both.")
     for key in ("forget", "retain", "validation"):
         if key not in splits:
@@ -78,33 +78,33 @@ def reset_sweep(
     def evaluate(dataset):
         return collect_outputs(model, dataset, image_processor=image_processor, batch_size=batch_size)
 
-    try:
-        for kind, value in candidates:
-            start = time.perf_counter()
-            mask = select_parameters(
-                fisher_forget, fisher_retain, eps=eps, exclude=exclude,
-                **({"top_fraction": value} if kind == "fraction" else {"threshold": value}),
-            )
+    @torch.no_grad()
+    def restore():
+        for name, param in model.named_parameters():
+            param.copy_(original[name])
+
+    for kind, value in candidates:
+        start = time.perf_counter()
+        mask = select_parameters(
+            fisher_forget, fisher_retain, eps=eps, exclude=exclude,
+            **({"top_fraction": value} if kind == "fraction" else {"threshold": value}),
+        )
+        try:
             reset_selected_weights(model, mask, reset, norm_policy=norm_policy, seed=seed)
             forget_out, val_out, retain_out = evaluate(splits["forget"]), evaluate(splits["validation"]), evaluate(retain)
-            mia = mia_loss_lr(forget_out.losses, val_out.losses, seed=seed)
-            rows.append({
-                kind: float(value),
-                "selected_fraction": mask.selected_fraction,
-                "threshold_effective": mask.threshold,
-                "forget_accuracy": float((forget_out.predictions == forget_out.labels).mean()),
-                "validation_accuracy": float((val_out.predictions == val_out.labels).mean()),
-                "retain_accuracy": float((retain_out.predictions == retain_out.labels).mean()),
-                "mia_loss_lr": float(mia["accuracy"]),
-                "time_s": time.perf_counter() - start,
-            })
-            with torch.no_grad():
-                for name, param in model.named_parameters():
-                    param.copy_(original[name])
-    finally:
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                param.copy_(original[name])
+        finally:
+            restore()  # every candidate starts from, and the caller gets back, the original weights
+        mia = mia_loss_lr(forget_out.losses, val_out.losses, seed=seed)
+        rows.append({
+            kind: float(value),
+            "selected_fraction": mask.selected_fraction,
+            "threshold_effective": mask.threshold,
+            "forget_accuracy": float((forget_out.predictions == forget_out.labels).mean()),
+            "validation_accuracy": float((val_out.predictions == val_out.labels).mean()),
+            "retain_accuracy": float((retain_out.predictions == retain_out.labels).mean()),
+            "mia_loss_lr": float(mia["accuracy"]),
+            "time_s": time.perf_counter() - start,
+        })
     return rows
 
 
