@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -224,11 +225,38 @@ def save_classifier(model, image_processor, output_dir: str | Path, dataset=None
     image_processor.save_pretrained(str(output_dir))
 
 
+TRAIN_SUMMARY_FILE = "train_summary.json"
+
+
+def save_trained(result: TrainResult, image_processor, folder: str | Path, *, dataset, train_samples: int, **extra) -> dict:
+    """:func:`save_classifier` plus ``train_summary.json``: training seconds, samples, test accuracy.
+
+    The gold model's seconds in every report (time / retrain time) come from this file.
+    """
+    save_classifier(result.model, image_processor, folder, dataset=dataset)
+    summary = {"train_time_s": result.time_s, "train_samples": train_samples,
+               "test_accuracy": result.metrics.get("eval_accuracy"), **extra}
+    (Path(folder) / TRAIN_SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary
+
+
+def read_train_summary(folder: str | Path | None) -> dict:
+    """What :func:`save_trained` wrote into ``folder``; ``{}`` when there is none or it cannot be read."""
+    if not folder:
+        return {}
+    try:
+        summary = json.loads((Path(folder) / TRAIN_SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
 def num_classes(dataset) -> int:
     return len(class_names(dataset))
 
 
 __all__ = [
     "ARCHITECTURES", "ModelError", "TrainResult", "accuracy_metrics", "default_training_arguments",
-    "load_classifier", "num_classes", "save_classifier", "tiny_model_config", "train_classifier",
+    "load_classifier", "num_classes", "read_train_summary", "save_classifier", "save_trained", "tiny_model_config",
+    "train_classifier",
 ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,10 +57,10 @@ class ModelStore:
 
     def load(self, model_key: str, architecture: str, seed: int, role: str, train_set) -> tuple[object, float]:
         """The model trained on ``train_set`` for ``role`` (trained now if not cached) and its training seconds."""
-        from ..training import default_training_arguments, save_classifier, train_classifier
+        from ..training import default_training_arguments, read_train_summary, save_trained, train_classifier
 
         path = self.folder(model_key, seed, role)
-        if not is_complete(path) or not (path / "train_summary.json").exists():
+        if not is_complete(path) or not read_train_summary(path):
             self.log(f"training the {role} model ({model_key}, seed {seed}) on {len(train_set)} samples")
             model = self._classifier(None, architecture, seed)
             args = default_training_arguments(
@@ -70,11 +69,9 @@ class ModelStore:
             )
             with run_folder(path):
                 result = train_classifier(model, train_set, None, args, self.processor)
-                save_classifier(result.model, self.processor, path, dataset=self.base["train"])
-                summary = {"train_time_s": result.time_s, "train_samples": len(train_set), "role": role, "seed": seed}
-                (path / "train_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-        summary = json.loads((path / "train_summary.json").read_text(encoding="utf-8"))
-        return self._classifier(str(path), architecture, seed), float(summary["train_time_s"])
+                save_trained(result, self.processor, path, dataset=self.base["train"], train_samples=len(train_set),
+                             role=role, seed=seed)
+        return self._classifier(str(path), architecture, seed), float(read_train_summary(path)["train_time_s"])
 
     def _classifier(self, path: str | None, architecture: str, seed: int):
         from ..data import label_maps

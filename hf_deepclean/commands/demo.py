@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, TrainConfig, parse_arguments
 from ..config import DeepCleanConfig
 from ..outputs import is_complete, run_folder
-from ..training import save_classifier, train_classifier
+from ..training import read_train_summary, save_trained, train_classifier
 from .common import load_model_for, load_processor_for, load_run_data
 from .unlearn import UnlearnScriptArguments, unlearn
 
@@ -45,19 +44,17 @@ class DemoArguments:
 
 def _train_cached(folder: Path, data, model_args, train_set, seed: int) -> float:
     """Train into ``folder`` unless a finished model is already there; returns the training seconds."""
-    summary = folder / "train_summary.json"
-    if is_complete(folder) and summary.exists():
+    cached = read_train_summary(folder)
+    if is_complete(folder) and cached:
         logger.info("Reusing the cached model in %s.", folder)
-        return json.loads(summary.read_text())["train_time_s"]
+        return cached["train_time_s"]
     args = TrainConfig(output_dir=str(folder), seed=seed, report_to="none", disable_tqdm=True,
                        use_cpu=not torch.cuda.is_available())
     model = load_model_for(data, model_args, seed=seed)
     processor = load_processor_for(model_args)
     with run_folder(folder):
         result = train_classifier(model, train_set, data.test, args, processor)
-        save_classifier(result.model, processor, folder, dataset=data.train)
-        summary.write_text(json.dumps({"train_time_s": result.time_s, "train_samples": len(train_set),
-                                       "test_accuracy": result.metrics.get("eval_accuracy")}), encoding="utf-8")
+        save_trained(result, processor, folder, dataset=data.train, train_samples=len(train_set))
     return result.time_s
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
 from ..outputs import check_output_dir, run_folder
+from ..training import read_train_summary
 from .common import load_model_for, load_processor_for, load_run_data
 
 logger = logging.getLogger(__name__)
@@ -87,7 +88,7 @@ def run(argv: list[str]) -> int:
 
     # What the unlearn run recorded next to the model (method, mask, timings, fingerprint) and the gold's training time.
     previous = _read_json(Path(model_args.model_name_or_path) / REPORT_JSON)
-    gold_summary = _read_json(Path(eval_args.gold_model) / "train_summary.json") if eval_args.gold_model else {}
+    gold_summary = read_train_summary(eval_args.gold_model)
     forget_info = {"kind": spec.kind}
     forget_info.update({k: v for k, v in (previous.get("forget") or {}).items() if k in ("fingerprint", "kind") and v})
 

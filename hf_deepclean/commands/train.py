@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, TrainConfig, parse_arguments
 from ..outputs import check_output_dir, run_folder
-from ..training import save_classifier, train_classifier
+from ..training import save_trained, train_classifier
 from .common import load_model_for, load_processor_for, load_run_data
 
 logger = logging.getLogger(__name__)
@@ -44,14 +43,8 @@ def run(argv: list[str]) -> int:
     processor = load_processor_for(model_args)
     with run_folder(out):
         result = train_classifier(model, train_set, data.test, args, processor)
-        save_classifier(result.model, processor, out, dataset=data.train)
-        summary = {
-            "test_accuracy": result.metrics.get("eval_accuracy"),
-            "train_samples": len(train_set),
-            "train_time_s": round(result.time_s, 3),
-            "gold": script_args.gold,
-        }
-        (out / "train_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+        summary = save_trained(result, processor, out, dataset=data.train, train_samples=len(train_set),
+                               gold=script_args.gold)
     print(f"Trained on {len(train_set)} samples in {result.time_s:.1f} s; test accuracy "
           f"{summary['test_accuracy']:.4f}. Saved to {out}")
     return 0

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
 from ..config import DeepCleanConfig
 from ..outputs import check_output_dir, run_folder
+from ..training import read_train_summary
 from .common import RunData, carve_validation, load_model_for, load_processor_for, load_run_data
 
 logger = logging.getLogger(__name__)
@@ -80,13 +79,6 @@ def evaluate_run(model, data: RunData, processor, *, method, gold_path, original
     )
 
 
-def _gold_time(gold_path: str | None) -> float | None:
-    summary = Path(gold_path) / "train_summary.json" if gold_path else None
-    if summary and summary.exists():
-        return json.loads(summary.read_text(encoding="utf-8")).get("train_time_s")
-    return None
-
-
 def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConfig) -> dict:
     """Run DeepClean end to end and write the output folder; returns the report dict."""
     import copy
@@ -137,7 +129,7 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
             trainer.model, data, processor, method="deepclean", gold_path=script_args.gold_model, original=original,
             selection={k: stats[k] for k in ("threshold", "top_fraction", "selected_fraction", "num_selected")},
             time_s={"fisher": stats["fisher_time_s"], "train": stats["train_time_s"], "total": stats["total_time_s"]},
-            gold_time_s=_gold_time(script_args.gold_model), forget_info=forget_info,
+            gold_time_s=read_train_summary(script_args.gold_model).get("train_time_s"), forget_info=forget_info,
             batch_size=script_args.eval_batch_size, seed=args.seed, model_args=model_args,
         )
         if trainer.auto_sweep:
