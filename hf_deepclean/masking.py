@@ -6,6 +6,10 @@ Three mechanisms, each for a reason:
 - partially selected tensors get a gradient hook that zeroes the frozen entries before
   accumulation, all-reduce, unscaling and clipping (so clipping sees the selected entries only);
   ``masked_fill`` rather than ``g * mask`` because ``inf * 0`` is NaN;
+- under FSDP2 the parameters become DTensor shards when the model is wrapped (after :meth:`GradientMask.attach`),
+  so :meth:`GradientMask.bind_to_sharded_parameters` moves the masking there: FSDP2 writes each shard's reduced
+  gradient into ``.grad`` outside autograd and then runs its post-accumulate-grad hooks, which mask the local
+  shard before clipping and the step;
 - after every optimizer step the frozen entries are restored from a snapshot, because AdamW's
   decoupled weight decay (and any momentum an optimizer keeps) moves weights whose gradient is zero.
 """
@@ -17,6 +21,7 @@ import logging
 from collections.abc import Mapping
 
 import torch
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +109,14 @@ class GradientMask:
     def __init__(self, model: torch.nn.Module, mask: Mapping[str, torch.Tensor]):
         self.model = model
         self.mask = {name: m.bool() for name, m in mask.items()}
-        self._handles: list = []
-        self._frozen_values: dict[str, tuple[torch.nn.Parameter, torch.Tensor, torch.Tensor]] = {}
+        self._gradient_handles: list = []
+        self._step_handles: list = []
+        # name -> (the tensor the optimizer updates, its frozen entries, their values); local shards under FSDP2
+        self._frozen_values: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         self._original_requires_grad: dict[str, bool] = {}
         self.num_frozen_tensors = 0
         self.num_partial_tensors = 0
+        self.num_sharded_tensors = 0
 
     def attach(self) -> "GradientMask":
         params = dict(self.model.named_parameters())
@@ -124,28 +132,62 @@ class GradientMask:
                 continue
             if bool(selected.all()):
                 continue
-            selected = selected.to(param.device)
-            frozen = ~selected
-            self._handles.append(param.register_hook(lambda g, frozen=frozen: g.masked_fill(frozen, 0)))
-            self._frozen_values[name] = (param, frozen, param.detach().clone())
+            self._bind(name, param)
             self.num_partial_tensors += 1
         return self
+
+    def bind_to_sharded_parameters(self) -> int:
+        """Move the masking of partially selected tensors onto the DTensor shards FSDP2 put in their place.
+
+        Call after wrapping (fully_shard copies ``requires_grad``, so the fully frozen tensors stay out).
+        Returns the number of partially selected tensors now bound to shards.
+        """
+        params = dict(self.model.named_parameters())
+        for handle in self._gradient_handles:
+            handle.remove()
+        self._gradient_handles.clear()
+        self.num_sharded_tensors = 0
+        for name in list(self._frozen_values):
+            param = params.get(name)
+            if param is None:
+                raise KeyError(f"{name!r} is no longer a parameter after wrapping; cannot keep its frozen entries exact.")
+            self._bind(name, param)
+            self.num_sharded_tensors += isinstance(param, DTensor)
+        return self.num_sharded_tensors
+
+    def _bind(self, name: str, param: torch.nn.Parameter) -> None:
+        if isinstance(param, DTensor):
+            # The same split FSDP2 made (all ranks hold the same full mask, so no communication).
+            local_selected = distribute_tensor(
+                self.mask[name].to(param.device), param.device_mesh, param.placements, src_data_rank=None
+            ).to_local()
+            frozen = ~local_selected
+            with torch.no_grad():  # the shard's own storage, which the optimizer updates in place
+                target = param.to_local()
+            self._gradient_handles.append(param.register_post_accumulate_grad_hook(
+                lambda p, frozen=frozen: p.grad.to_local().masked_fill_(frozen, 0)))
+        else:
+            frozen = ~self.mask[name].to(param.device)
+            target = param
+            self._gradient_handles.append(param.register_hook(lambda g, frozen=frozen: g.masked_fill(frozen, 0)))
+        self._frozen_values[name] = (target, frozen, target.detach().clone())
 
     @torch.no_grad()
     def restore_frozen(self, *_args, **_kwargs) -> None:
         """Put the frozen entries of partially selected tensors back (after an optimizer step)."""
-        for param, frozen, values in self._frozen_values.values():
-            torch.where(frozen, values, param, out=param)  # in place: no temporary the size of the tensor
+        for target, frozen, values in self._frozen_values.values():
+            torch.where(frozen, values, target, out=target)  # in place: no temporary the size of the tensor
 
     def register_with(self, optimizer: torch.optim.Optimizer) -> None:
         """Restore the frozen entries after every step of ``optimizer`` (unwraps accelerate's wrapper)."""
         inner = getattr(optimizer, "optimizer", optimizer)
-        self._handles.append(inner.register_step_post_hook(self.restore_frozen))
+        self._step_handles.append(inner.register_step_post_hook(self.restore_frozen))
 
     def detach(self) -> None:
-        for handle in self._handles:
+        for handle in self._gradient_handles + self._step_handles:
             handle.remove()
-        self._handles.clear()
+        self._gradient_handles.clear()
+        self._step_handles.clear()
         params = dict(self.model.named_parameters())
         for name, flag in self._original_requires_grad.items():
             if name in params:

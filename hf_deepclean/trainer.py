@@ -1,12 +1,14 @@
 """DeepCleanTrainer: Fisher pass -> selection -> reset -> masked fine-tune, inside transformers.Trainer.
 
 The training loop is Trainer's own; DeepClean only adds what happens before it (``unlearn``)
-and two hooks: the optimizer gets a post-step restore of the frozen entries, and every
-checkpoint carries the mask so a resumed run continues with the same one.
+and three hooks: the optimizer gets a post-step restore of the frozen entries, under FSDP2 the
+masking moves onto the sharded parameters once Trainer has wrapped the model (a callback at train
+begin), and every checkpoint carries the mask so a resumed run continues with the same one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -14,7 +16,8 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer
+from torch.distributed.tensor import DTensor
+from transformers import Trainer, TrainerCallback
 
 from .config import DeepCleanConfig
 from .data import IMAGE_COLUMN, collate_fn, with_image_transform
@@ -67,7 +70,8 @@ class DeepCleanTrainer(Trainer):
             from transformers import AutoModelForImageClassification
 
             model = AutoModelForImageClassification.from_pretrained(str(model), use_safetensors=True)
-        self._check_distributed_support(fsdp=args.fsdp, deepspeed=args.deepspeed)
+        self._check_distributed_support(
+            fsdp=args.fsdp, fsdp_version=(args.fsdp_config or {}).get("version", 2), deepspeed=args.deepspeed)
         self.image_processor = processing_class
         super().__init__(
             model=model,
@@ -79,7 +83,8 @@ class DeepCleanTrainer(Trainer):
             **kwargs,
         )
         # An accelerate config switches the engines on without touching args.
-        self._check_distributed_support(fsdp=self.is_fsdp_enabled, deepspeed=self.is_deepspeed_enabled)
+        self._check_distributed_support(
+            fsdp=self.is_fsdp_enabled, fsdp_version=self._fsdp_version(), deepspeed=self.is_deepspeed_enabled)
         self.forget_dataset = self._prepare(forget_dataset)
         self.parameter_mask = parameter_mask
         self.fisher_forget = fisher_forget
@@ -102,18 +107,23 @@ class DeepCleanTrainer(Trainer):
         return dataset
 
     @staticmethod
-    def _check_distributed_support(*, fsdp, deepspeed) -> None:
-        # Element-wise masks need the original parameter objects; refuse set-ups that hide them.
+    def _check_distributed_support(*, fsdp, fsdp_version=2, deepspeed) -> None:
+        # Element-wise masks need per-parameter tensors; refuse set-ups that hide them.
         if deepspeed:
             raise ValueError(
-                "DeepClean does not support DeepSpeed yet: its engine steps inside backward, past the frozen-weight "
-                "restore. Use DDP (accelerate multi-GPU) instead."
+                "DeepClean does not support DeepSpeed: its engine steps inside backward, past the frozen-weight "
+                "restore. Use FSDP2 (recipes/accelerate/fsdp2.yaml) or DDP (accelerate multi-GPU) instead."
             )
-        if fsdp:
+        if fsdp and int(fsdp_version) != 2:
             raise ValueError(
-                "DeepClean does not support FSDP yet: FSDP replaces the parameters the element-wise mask is bound to. "
-                "Use DDP (accelerate multi-GPU) instead; the Fisher pass itself scales across processes."
+                f"DeepClean does not support FSDP version {fsdp_version}: FSDP1 flattens the parameters the element-wise "
+                "mask is bound to. Use FSDP2 (fsdp_config version 2, or fsdp_version: 2 in the accelerate config, as in "
+                "recipes/accelerate/fsdp2.yaml) or DDP instead."
             )
+
+    def _fsdp_version(self) -> int:
+        plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        return int(getattr(plugin, "fsdp_version", 2) or 2)
 
     # ------------------------------------------------------------------ DeepClean
 
@@ -211,6 +221,9 @@ class DeepCleanTrainer(Trainer):
             model, mask, self.args.reset, norm_policy=self.args.norm_policy, seed=self.args.seed
         )
         self._gradient_mask = GradientMask(model, mask).attach()
+        shard_binder = _BindMaskToShards(self) if self.is_fsdp_enabled else None
+        if shard_binder is not None:
+            self.add_callback(shard_binder)
         bn_handles = freeze_batchnorm_statistics(model, mask) if self.args.freeze_batchnorm_stats else []
         self.unlearning_stats = {
             "num_selected": self.parameter_mask.num_selected,
@@ -229,12 +242,14 @@ class DeepCleanTrainer(Trainer):
         self.log({f"deepclean/{k}": float(v) for k, v in self.unlearning_stats.items() if isinstance(v, (int, float))})
         try:
             t0 = time.perf_counter()
-            with live_objects_frozen():
+            with live_objects_frozen(), _fsdp2_wrappable(model if self.is_fsdp_enabled else None):
                 output = self.train(resume_from_checkpoint=checkpoint, **train_kwargs)
             train_time = time.perf_counter() - t0
         finally:
             for handle in bn_handles:
                 handle.remove()
+            if shard_binder is not None:
+                self.remove_callback(shard_binder)
             self._gradient_mask.detach()
         self.unlearning_stats.update(train_time_s=train_time, total_time_s=time.perf_counter() - start)
         return output
@@ -256,6 +271,28 @@ class DeepCleanTrainer(Trainer):
         if self._gradient_mask is not None:
             self._gradient_mask.register_with(optimizer)
         return optimizer
+
+    def unsharded_model(self) -> torch.nn.Module:
+        """The model as a plain module that one process can run, save and evaluate on its own.
+
+        Under FSDP2 the parameters are DTensor shards whose forward needs every process, so the shards are
+        gathered (a collective: call this on every process) into a fresh instance of the model's class.
+        Otherwise this is the model itself.
+        """
+        from torch.distributed.fsdp import FSDPModule
+
+        model = self.accelerator.unwrap_model(self.model)
+        if not isinstance(model, FSDPModule):
+            return model
+        # fully_shard swaps the class for FSDP<Class>(FSDPModule, Class): build the original class.
+        model_class = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
+        if not hasattr(model_class, "_from_config"):
+            raise TypeError(f"Cannot rebuild {model_class.__name__} without sharding: it is not a transformers model.")
+        full_state = {name: value.full_tensor() if isinstance(value, DTensor) else value
+                      for name, value in model.state_dict().items()}
+        plain = model_class._from_config(model.config)
+        plain.load_state_dict(full_state, strict=True, assign=True)
+        return plain.eval()
 
     def card_record(self, **extra) -> dict:
         """The model-card record: the evaluation report when one was attached, else what the trainer knows."""
@@ -307,6 +344,60 @@ class DeepCleanTrainer(Trainer):
         if self.args.save_fisher and self.fisher_forget is not None:
             for name, fisher in ((FISHER_FORGET_FILE, self.fisher_forget), (FISHER_RETAIN_FILE, self.fisher_retain)):
                 save_file({k: v.detach().float().cpu().contiguous() for k, v in fisher.items()}, str(output_dir / name))
+
+
+@contextlib.contextmanager
+def _fsdp2_wrappable(model):
+    """Let accelerate's FSDP2 wrapping run on image classifiers; a no-op for ``model=None``.
+
+    accelerate shards ``model.get_input_embeddings()`` as a unit of its own. transformers raises
+    NotImplementedError there for convolutional backbones (ResNet, ConvNeXt ...), and a ViT's patch
+    embeddings sit inside ViTEmbeddings, a block accelerate has already sharded, which fully_shard then
+    rejects. In both cases the module is sharded with its parent anyway, so while Trainer wraps the
+    model this instance answers None.
+    """
+    if model is None or not _input_embeddings_break_fsdp2_wrapping(model):
+        yield
+        return
+    model.get_input_embeddings = lambda: None
+    try:
+        yield
+    finally:
+        del model.get_input_embeddings
+
+
+def _input_embeddings_break_fsdp2_wrapping(model) -> bool:
+    try:
+        embeddings = model.get_input_embeddings()
+    except NotImplementedError:
+        return True
+    if embeddings is None:
+        return False
+    blocks = set(getattr(model, "_no_split_modules", None) or ())
+    return any(
+        type(module).__name__ in blocks and module is not embeddings and any(m is embeddings for m in module.modules())
+        for module in model.modules()
+    )
+
+
+class _BindMaskToShards(TrainerCallback):
+    """Under FSDP2, Trainer wraps the model inside ``train()``, replacing each parameter by a DTensor shard:
+    once training begins (after wrapping, before the first step), move the masking onto the shards."""
+
+    def __init__(self, trainer: DeepCleanTrainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        gradient_mask = self.trainer._gradient_mask
+        bound = gradient_mask.bind_to_sharded_parameters()
+        if bound != gradient_mask.num_partial_tensors:
+            # Never train with an unmasked tensor: a silent wrong result is worse than no result.
+            raise RuntimeError(
+                f"FSDP2 is on but only {bound} of the {gradient_mask.num_partial_tensors} partially selected tensors "
+                "became DTensor shards, so their frozen entries could not be protected. Wrap the whole model with "
+                "fully_shard (accelerate's FSDP2 does), or train with DDP."
+            )
+        logger.info("Bound the DeepClean mask to %d sharded tensors (FSDP2).", bound)
 
 
 def load_fisher(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -173,11 +173,12 @@ def test_config_validation_names_the_field(tmp_path):
         DeepCleanConfig(output_dir=str(tmp_path), top_fraction=0.1, fisher_estimator="magic")
 
 
-def test_fsdp_and_deepspeed_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="does not support FSDP"):
-        DeepCleanTrainer._check_distributed_support(fsdp="full_shard", deepspeed=None)
+def test_fsdp1_and_deepspeed_are_refused_fsdp2_is_accepted(tmp_path):
+    with pytest.raises(ValueError, match="does not support FSDP version 1"):
+        DeepCleanTrainer._check_distributed_support(fsdp="full_shard", fsdp_version=1, deepspeed=None)
     with pytest.raises(ValueError, match="does not support DeepSpeed"):
         DeepCleanTrainer._check_distributed_support(fsdp=None, deepspeed="ds.json")
+    DeepCleanTrainer._check_distributed_support(fsdp="full_shard", fsdp_version=2, deepspeed=None)
 
 
 def test_resume_keeps_mask_and_frozen_weights(tmp_path):
@@ -225,17 +226,22 @@ def test_class_forgetting_on_digits_end_to_end(tmp_path, digits, image_processor
     assert accuracy["retain"] >= 0.98
 
 
-@pytest.mark.parametrize("engine", ["is_fsdp_enabled", "is_deepspeed_enabled"])
-def test_fsdp_or_deepspeed_from_an_accelerate_config_is_refused(tmp_path, monkeypatch, engine):
-    # `accelerate launch --config_file fsdp2.yaml` turns the engine on through the environment, not args;
+@pytest.mark.parametrize("engine", ["fsdp1", "deepspeed"])
+def test_fsdp1_or_deepspeed_from_an_accelerate_config_is_refused(tmp_path, monkeypatch, engine):
+    # `accelerate launch --config_file ...` turns the engine on through the environment, not args;
     # on CPU accelerate ignores it, so simulate what Trainer sees on GPUs.
+    from accelerate.utils import FullyShardedDataParallelPlugin
     from transformers import Trainer
 
     original = Trainer.create_accelerator_and_postprocess
 
     def with_engine(self):
         original(self)
-        setattr(self, engine, True)
+        if engine == "fsdp1":
+            self.accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=1)
+            self.is_fsdp_enabled = True
+        else:
+            self.is_deepspeed_enabled = True
 
     monkeypatch.setattr(Trainer, "create_accelerator_and_postprocess", with_engine)
     with pytest.raises(ValueError, match="does not support"):

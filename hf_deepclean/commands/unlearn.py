@@ -107,7 +107,7 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     original = copy.deepcopy(model) if script_args.evaluate_original else None
     salt = script_args.fingerprint_salt or generate_salt()
     forget_info = forget_record(data, salt)
-    # Built before the folder exists: a refused set-up (FSDP, DeepSpeed) leaves nothing behind.
+    # Built before the folder exists: a refused set-up (FSDP1, DeepSpeed) leaves nothing behind.
     fresh = not out.exists()
     trainer = DeepCleanTrainer(
         model, args, train_dataset=data.retain, forget_dataset=data.forget, eval_dataset=validation,
@@ -119,14 +119,15 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     with run_folder(out) if state.is_main_process else contextlib.nullcontext(out):
         trainer.unlearn(resume_from_checkpoint=args.resume_from_checkpoint)
         stats = trainer.unlearning_stats
+        unlearned = trainer.unsharded_model()  # under FSDP2 every process takes part in gathering the shards
         if not trainer.is_world_process_zero():
             return {}
-        save_classifier(trainer.model, processor, out)
+        save_classifier(unlearned, processor, out)
         trainer.save_unlearning_artifacts(out)
         if not script_args.fingerprint_salt:
             (out / SALT_FILE).write_text(salt + "\n", encoding="utf-8")
         report = evaluate_run(
-            trainer.model, data, processor, method="deepclean", gold_path=script_args.gold_model, original=original,
+            unlearned, data, processor, method="deepclean", gold_path=script_args.gold_model, original=original,
             selection={k: stats[k] for k in ("threshold", "top_fraction", "selected_fraction", "num_selected")},
             time_s={"fisher": stats["fisher_time_s"], "train": stats["train_time_s"], "total": stats["total_time_s"]},
             gold_time_s=read_train_summary(script_args.gold_model).get("train_time_s"), forget_info=forget_info,

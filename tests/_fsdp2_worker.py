@@ -1,0 +1,89 @@
+"""Launched on 2 CPU processes by test_fsdp2.py: DeepCleanTrainer under FSDP2 keeps frozen weights exact.
+
+accelerate switches FSDP on only for GPU-like process types and silently runs DDP on CPU processes,
+so this worker turns on, after the Accelerator is built, exactly what accelerate sets on GPUs
+(distributed type FSDP and the plugin Trainer built from ``--fsdp``). Everything after that is the
+real path: accelerate's fsdp2_prepare_model calls ``fully_shard`` (gloo, CPU mesh) with the settings of
+recipes/accelerate/fsdp2.yaml, Trainer's loop trains the DTensor shards, DeepClean's callback binds the
+mask to them, and the model is gathered and written as `hf-deepclean unlearn` does; the checks run on
+the written model, reloaded with from_pretrained.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+from torch.distributed.tensor import DTensor
+
+from transformers import AutoModelForImageClassification
+
+from hf_deepclean.config import DeepCleanConfig
+from hf_deepclean.data import load_image_processor
+from hf_deepclean.selection import ParameterMask
+from hf_deepclean.trainer import MASK_FILE, DeepCleanTrainer
+from hf_deepclean.training import load_classifier, save_classifier
+
+
+class RandomImages(torch.utils.data.Dataset):
+    def __init__(self, n, seed, num_labels=4):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 3, 16, 16, generator=g)
+        self.y = torch.randint(0, num_labels, (n,), generator=g)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"pixel_values": self.x[i], "labels": int(self.y[i])}
+
+
+class CpuFsdp2Trainer(DeepCleanTrainer):
+    def create_accelerator_and_postprocess(self):
+        super().create_accelerator_and_postprocess()
+        state = self.accelerator.state
+        state.distributed_type = DistributedType.FSDP
+        state.fsdp_plugin = FullyShardedDataParallelPlugin(**self.args.fsdp_plugin_args)
+        self.is_fsdp_enabled = True
+
+
+def recipe_fsdp_config() -> dict:
+    """The FSDP settings of recipes/accelerate/fsdp2.yaml (wrap policy, resharding, loading), as Trainer reads them."""
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "accelerate" / "fsdp2.yaml").read_text())
+    return dict(config["fsdp_config"])
+
+
+if __name__ == "__main__":
+    output_dir, arch = sys.argv[1], sys.argv[2]
+    model = load_classifier(None, num_labels=4, architecture=arch, seed=0)
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    args = DeepCleanConfig(
+        output_dir=output_dir, top_fraction=0.1, num_train_epochs=1, per_device_train_batch_size=4,
+        weight_decay=0.1, gradient_accumulation_steps=2, max_grad_norm=1.0, learning_rate=1e-2,
+        disable_tqdm=True, report_to="none", logging_strategy="no", save_strategy="no", fisher_batch_size=8,
+        fsdp="full_shard", fsdp_config=recipe_fsdp_config(),
+    )
+    trainer = CpuFsdp2Trainer(model, args, train_dataset=RandomImages(48, 0), forget_dataset=RandomImages(12, 1))
+    trainer.unlearn()
+    sharded = sum(isinstance(p, DTensor) for p in trainer.model.parameters())
+    unlearned = trainer.unsharded_model()  # every process takes part, as in `hf-deepclean unlearn`
+    if trainer.accelerator.is_main_process:
+        # What the unlearn command writes: the gathered model, then the mask beside it.
+        save_classifier(unlearned, load_image_processor(None, 16), output_dir)
+        trainer.save_unlearning_artifacts(output_dir)
+        saved = dict(AutoModelForImageClassification.from_pretrained(output_dir).named_parameters())
+        mask = ParameterMask.load(Path(output_dir) / MASK_FILE)
+        frozen_changed = selected_changed = 0
+        for name, value in saved.items():
+            diff = value.detach() != original[name]
+            frozen_changed += int((diff & ~mask[name]).sum())
+            selected_changed += int((diff & mask[name]).sum())
+        result = {"sharded": sharded, "num_params": len(saved), "frozen_changed": frozen_changed,
+                  "selected_changed": selected_changed, "num_selected": mask.num_selected,
+                  "bound": trainer._gradient_mask.num_sharded_tensors, "steps": trainer.state.global_step}
+        print(json.dumps(result))
+        with open(f"{output_dir}/fsdp2_result.json", "w") as f:
+            json.dump(result, f)
+    trainer.accelerator.wait_for_everyone()
