@@ -246,3 +246,18 @@ def test_fsdp1_or_deepspeed_from_an_accelerate_config_is_refused(tmp_path, monke
     monkeypatch.setattr(Trainer, "create_accelerator_and_postprocess", with_engine)
     with pytest.raises(ValueError, match="does not support"):
         DeepCleanTrainer(_model("vit"), _config(tmp_path), train_dataset=_Samples(8, 0), forget_dataset=_Samples(4, 1))
+
+
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
+def test_fsdp2_wrapping_sees_no_input_embeddings_only_while_wrapping(arch):
+    # accelerate shards get_input_embeddings() on its own: ResNet raises there, ViT's sits inside ViTEmbeddings.
+    from hf_deepclean.trainer import _fsdp2_wrappable
+
+    model = _model(arch)
+    with _fsdp2_wrappable(model):
+        assert model.get_input_embeddings() is None
+    assert "get_input_embeddings" not in vars(model)  # the instance is back to its class's method
+    if arch == "vit":
+        assert model.get_input_embeddings() is model.vit.embeddings.patch_embeddings
+    with _fsdp2_wrappable(None):  # not under FSDP: nothing to do
+        pass
