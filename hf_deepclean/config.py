@@ -15,6 +15,7 @@ from transformers import TrainingArguments
 RESET_MODES = ("zero", "init", "none")
 NORM_POLICIES = ("init", "exclude", "same")
 FISHER_ESTIMATORS = ("empirical", "expected", "batch")
+AUTO_KINDS = ("infer", "class", "samples", "noisy_labels")
 # Presets fill only the fields left at their defaults (an explicit value always wins). "fast": the cheap
 # batch Fisher on a bounded seeded sample, a zero reset and a fine-tune of a few dozen steps; measured
 # on the tiny digits ViT and ResNet (class 3) against SSD at a tuned alpha, see BENCHMARKS.md.
@@ -61,8 +62,12 @@ class DeepCleanConfig(TinyModelTrainingArguments):
             Exactly one of ``threshold`` and ``top_fraction``.
         top_fraction: Select the top fraction (0, 1] of the eligible weights by Fisher ratio, or ``"auto"``
             (see :mod:`hf_deepclean.sweep`: the smallest fraction whose reset-only model forgets by a
-            criterion that needs no gold model; needs an ``eval_dataset``).
-        auto_fractions, auto_retain_floor, auto_margin_steps, auto_mia_margin: Settings of ``top_fraction="auto"``.
+            criterion that needs no gold model, verified after the fine-tune and raised to the next
+            swept fraction while the fine-tuned model fails it; needs an ``eval_dataset``).
+        auto_kind: What is forgotten, which sets auto's criterion: ``infer`` (``class`` when no class of
+            D_f is left in D_r, else ``samples``), ``class``, ``samples`` or ``noisy_labels``.
+        auto_fractions, auto_retain_floor, auto_margin_steps, auto_mia_margin, auto_forget_tolerance,
+            auto_max_attempts: Settings of ``top_fraction="auto"``.
         fisher_estimator: ``empirical`` (per-sample, the paper's), ``expected`` or ``batch`` (cheap,
             batch-size dependent).
         fisher_batch_size: Batch size of the Fisher pass.
@@ -102,19 +107,34 @@ class DeepCleanConfig(TinyModelTrainingArguments):
         metadata={"help": "Select the top fraction (0, 1] of weights by Fisher ratio (e.g. 0.1 = 10%%), or 'auto': "
                   "the smallest fraction whose reset-only model meets a no-gold criterion (needs an eval_dataset)."},
     )
+    auto_kind: str = field(
+        default="infer",
+        metadata={"help": "top_fraction=auto: what is forgotten, which sets the criterion: infer (class when no class "
+                  "of the forget set is left in the retain set, else samples), class, samples or noisy_labels."},
+    )
     auto_fractions: list[float] | None = field(
-        default=None, metadata={"help": "Fractions tried by top_fraction=auto (default 0.005 ... 0.3)."}
+        default=None, metadata={"help": "Fractions tried by top_fraction=auto (default 0.005 ... 0.5)."}
     )
     auto_retain_floor: float = field(
         default=0.5, metadata={"help": "top_fraction=auto: minimum retain accuracy right after the reset."}
     )
     auto_margin_steps: int = field(
-        default=1,
-        metadata={"help": "top_fraction=auto: swept steps added above the smallest passing fraction (the fine-tune "
-                  "restores part of what the reset removed)."},
+        default=0,
+        metadata={"help": "top_fraction=auto: swept steps added above the smallest passing reset-only fraction before "
+                  "the first fine-tune (verification raises it anyway when the fine-tuned model has not forgotten)."},
     )
     auto_mia_margin: float = field(
         default=0.05, metadata={"help": "top_fraction=auto, sample forgetting: accept loss-MIA within 0.5 +- margin."}
+    )
+    auto_forget_tolerance: float = field(
+        default=0.02,
+        metadata={"help": "top_fraction=auto, class and noisy labels: the fine-tuned model must score at most this "
+                  "forget accuracy (a model that never saw the class or the wrong labels scores ~0)."},
+    )
+    auto_max_attempts: int = field(
+        default=3,
+        metadata={"help": "top_fraction=auto: fine-tunes at most (each failed verification restores the original "
+                  "weights and tries the next larger swept fraction); 1 = no verification retry."},
     )
     fisher_estimator: str = field(
         default="empirical", metadata={"help": "Fisher estimator: empirical (paper), expected or batch (cheap)."}
@@ -187,6 +207,12 @@ class DeepCleanConfig(TinyModelTrainingArguments):
             raise ValueError(f"fisher_max_samples={self.fisher_max_samples} must be >= 1 or unset.")
         if not self.ratio_eps >= 0:
             raise ValueError(f"ratio_eps={self.ratio_eps} must be >= 0.")
+        if self.auto_kind not in AUTO_KINDS:
+            raise ValueError(f"auto_kind={self.auto_kind!r} must be one of {AUTO_KINDS}.")
+        if self.auto_max_attempts < 1:
+            raise ValueError(f"auto_max_attempts={self.auto_max_attempts} must be >= 1.")
+        if not 0.0 <= self.auto_forget_tolerance <= 1.0:
+            raise ValueError(f"auto_forget_tolerance={self.auto_forget_tolerance} must be in [0, 1].")
 
     def _apply_preset(self) -> None:
         """Fill the fields still at their dataclass defaults with the preset's values (before validation)."""

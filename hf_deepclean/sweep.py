@@ -4,15 +4,22 @@ From one Fisher computation, :func:`reset_sweep` resets the top fraction of weig
 candidate, with no fine-tune, and measures what forward passes alone can tell: forget accuracy,
 validation accuracy, retain accuracy on a seeded sample, and the loss MIA between the forget set
 and validation data. :func:`choose_top_fraction` picks the smallest fraction that meets a
-criterion needing no gold model:
+criterion needing no gold model, by the kind of forgetting:
 
-- class forgetting: forget accuracy at or below chance (1 / number of classes);
-- sample forgetting and noisy labels: forget-set losses indistinguishable from validation losses
-  (loss-MIA accuracy within ``mia_margin`` of 0.5);
-- in both: retain accuracy after the reset at least ``retain_floor``, a level the short masked
-  fine-tune recovers from;
+- ``class`` (no class of D_f left in D_r): forget accuracy at or below chance (1 / number of classes);
+- ``samples`` (a privacy request): forget-set losses indistinguishable from validation losses
+  (loss-MIA accuracy within ``mia_margin`` of 0.5), as for data the model never saw;
+- ``noisy_labels`` (mislabeled samples): agreement with the given, wrong labels at or below chance.
+  Not the MIA rule: a model that never saw a wrong label gives it a high loss, so its forget losses
+  are very distinguishable from validation losses (the digits gold models score MIA 0.97-0.98);
+- in all: retain accuracy after the reset at least ``retain_floor``, a level the masked fine-tune
+  recovers from.
 
-then one swept step more (``margin_steps``), because the fine-tune restores part of what the reset removed.
+A reset-only model predicts the fine-tuned one only roughly (the fine-tune restores part of what the
+reset removed), so ``top_fraction="auto"`` then verifies: after the fine-tune, :func:`verify_forgetting`
+applies the criterion to the fine-tuned model (class and noisy labels: forget accuracy at most a
+tolerance, 0.02 by default, since a model that never saw the class or the wrong labels scores ~0), and
+:func:`escalation` lists the larger swept fractions to try, from the original weights, while it fails.
 """
 
 from __future__ import annotations
@@ -30,12 +37,22 @@ from .selection import select_parameters
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
+FORGET_KINDS = ("class", "samples", "noisy_labels")
 
 
 def is_class_forgetting(forget, retain) -> bool:
     """True when no class of the forget set appears in the retain set."""
     return not set(np.unique(labels_of(forget))) & set(np.unique(labels_of(retain)))
+
+
+def forget_kind(forget, retain, declared: str = "infer") -> str:
+    """``declared`` if given, else ``class`` or ``samples`` from the labels (noisy labels cannot be told apart)."""
+    if declared != "infer":
+        if declared not in FORGET_KINDS:
+            raise ValueError(f"forget kind {declared!r} must be one of infer, {', '.join(FORGET_KINDS)}.")
+        return declared
+    return "class" if is_class_forgetting(forget, retain) else "samples"
 
 
 def reset_sweep(
@@ -108,34 +125,42 @@ def reset_sweep(
     return rows
 
 
+def _meets_criterion(row: Mapping[str, float], kind: str, chance: float, mia_margin: float) -> str | None:
+    """Why ``row`` meets the reset-only criterion of ``kind``, or None."""
+    if kind == "samples":
+        if abs(row["mia_loss_lr"] - 0.5) <= mia_margin:
+            return f"loss-MIA {row['mia_loss_lr']:.3f} within {mia_margin} of 0.5"
+        return None
+    if row["forget_accuracy"] <= chance:
+        what = "forget accuracy" if kind == "class" else "agreement with the given (noisy) labels"
+        return f"{what} {row['forget_accuracy']:.3f} <= chance {chance:.3f}"
+    return None
+
+
 def choose_top_fraction(
     rows: Sequence[Mapping[str, float]],
     *,
-    class_forgetting: bool,
+    kind: str,
     num_classes: int,
     retain_floor: float = 0.5,
     mia_margin: float = 0.05,
-    margin_steps: int = 1,
+    margin_steps: int = 0,
 ) -> tuple[float, str]:
-    """The smallest swept fraction that meets the no-gold criterion (module doc), plus ``margin_steps``.
+    """The smallest swept fraction that meets the reset-only criterion of ``kind`` (module doc).
 
-    The criterion is judged on reset-only models, but the fine-tune afterwards restores part of what the
-    reset removed (on the digits ViT a fraction at 0 % forget accuracy after the reset came back to ~4 %).
-    So the choice moves ``margin_steps`` swept values up from the smallest passing one, as long as that
-    value still keeps retain accuracy above ``retain_floor``. Returns the fraction and why.
+    ``margin_steps`` moves the choice that many swept values up, as long as they keep retain accuracy
+    above ``retain_floor`` (a cheaper hedge than verification, which ``top_fraction="auto"`` runs
+    anyway). Returns the fraction and why.
     """
+    if kind not in FORGET_KINDS:
+        raise ValueError(f"kind={kind!r} must be one of {', '.join(FORGET_KINDS)}.")
     chance = 1.0 / num_classes
     ordered = sorted(rows, key=lambda r: r["fraction"])
     for i, row in enumerate(ordered):
         if row["retain_accuracy"] < retain_floor:
             continue
-        if class_forgetting and row["forget_accuracy"] <= chance:
-            why = (f"forget accuracy {row['forget_accuracy']:.3f} <= chance {chance:.3f} and retain accuracy "
-                   f"{row['retain_accuracy']:.3f} >= {retain_floor}")
-        elif not class_forgetting and abs(row["mia_loss_lr"] - 0.5) <= mia_margin:
-            why = (f"loss-MIA {row['mia_loss_lr']:.3f} within {mia_margin} of 0.5 and retain accuracy "
-                   f"{row['retain_accuracy']:.3f} >= {retain_floor}")
-        else:
+        why = _meets_criterion(row, kind, chance, mia_margin)
+        if why is None:
             continue
         chosen = row
         for candidate in ordered[i + 1 : i + 1 + max(margin_steps, 0)]:
@@ -144,12 +169,58 @@ def choose_top_fraction(
             chosen = candidate
         margin = (f"; {chosen['fraction']:g} keeps a margin of {margin_steps} swept step(s) for the fine-tune's recovery"
                   if chosen is not row else "")
-        return chosen["fraction"], f"smallest fraction with {why} is {row['fraction']:g}{margin}"
+        return chosen["fraction"], (f"smallest fraction with {why} and retain accuracy {row['retain_accuracy']:.3f} "
+                                    f">= {retain_floor} is {row['fraction']:g}{margin}")
     largest = max(rows, key=lambda r: r["fraction"])
     return largest["fraction"], (
         "no swept fraction met the criterion; using the largest one. Sweep larger fractions "
         "(hf-deepclean sweep --fractions ...) or lower --auto_retain_floor."
     )
+
+
+def escalation(fractions: Sequence[float], start: float, max_attempts: int) -> list[float]:
+    """The fractions ``top_fraction="auto"`` fine-tunes in turn: ``start``, then the larger swept ones."""
+    if max_attempts < 1:
+        raise ValueError(f"max_attempts={max_attempts} must be >= 1.")
+    return [start] + sorted(f for f in set(fractions) if f > start)[: max_attempts - 1]
+
+
+def verify_forgetting(
+    model: torch.nn.Module,
+    forget,
+    validation,
+    *,
+    kind: str,
+    tolerance: float = 0.02,
+    mia_margin: float = 0.05,
+    image_processor=None,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict:
+    """Judge a fine-tuned model without a gold model: did it forget ``forget``?
+
+    ``class`` and ``noisy_labels``: forget accuracy (for noisy labels, agreement with the wrong labels)
+    at most ``tolerance``; a model that never saw the class or the labels scores about 0. ``samples``:
+    loss-MIA between the forget set and ``validation`` within ``mia_margin`` of 0.5.
+    Returns ``passed``, the measurements and the reason.
+    """
+    from .evaluation import collect_outputs, mia_loss_lr
+
+    if kind not in FORGET_KINDS:
+        raise ValueError(f"kind={kind!r} must be one of {', '.join(FORGET_KINDS)}.")
+    forget_out = collect_outputs(model, forget, image_processor=image_processor, batch_size=batch_size)
+    val_out = collect_outputs(model, validation, image_processor=image_processor, batch_size=batch_size)
+    forget_accuracy = float((forget_out.predictions == forget_out.labels).mean())
+    mia = float(mia_loss_lr(forget_out.losses, val_out.losses, seed=seed)["accuracy"])
+    if kind == "samples":
+        passed = abs(mia - 0.5) <= mia_margin
+        reason = f"loss-MIA {mia:.3f} {'within' if passed else 'outside'} {mia_margin} of 0.5"
+    else:
+        passed = forget_accuracy <= tolerance
+        what = "forget accuracy" if kind == "class" else "agreement with the given (noisy) labels"
+        reason = f"{what} {forget_accuracy:.3f} {'<=' if passed else '>'} {tolerance}"
+    return {"passed": passed, "forget_accuracy": forget_accuracy, "mia_loss_lr": mia, "reason": reason,
+            "validation_accuracy": float((val_out.predictions == val_out.labels).mean())}
 
 
 def sweep_markdown(rows: Sequence[Mapping[str, float]], *, validation_source: str, chosen: float | None = None) -> str:

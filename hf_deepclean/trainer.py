@@ -149,17 +149,28 @@ class DeepCleanTrainer(Trainer):
         self.fisher_retain = fisher_diagonal(model, self.train_dataset, **common)
         return self.fisher_forget, self.fisher_retain
 
-    def select(self) -> ParameterMask:
-        """The mask of privacy-sensitive weights from the two Fishers."""
-        args = self.args
-        exclude = list(args.exclude_parameters or [])
-        if args.norm_policy == "exclude":
+    def _excluded_parameters(self) -> list[str]:
+        exclude = list(self.args.exclude_parameters or [])
+        if self.args.norm_policy == "exclude":
             exclude += normalization_parameter_names(self.model)
-        top_fraction = self.choose_top_fraction(exclude) if args.top_fraction == "auto" else args.top_fraction
+        return exclude
+
+    def select(self, top_fraction: float | None = None) -> ParameterMask:
+        """The mask of privacy-sensitive weights from the two Fishers.
+
+        ``top_fraction`` overrides the configured selection (``top_fraction="auto"`` passes each candidate);
+        with ``top_fraction="auto"`` configured and none given, the reset-only choice is used.
+        """
+        args = self.args
+        exclude = self._excluded_parameters()
+        threshold = None
+        if top_fraction is None:
+            top_fraction = self.choose_top_fraction() if args.top_fraction == "auto" else args.top_fraction
+            threshold = args.threshold
         mask = select_parameters(
             self.fisher_forget,
             self.fisher_retain,
-            threshold=args.threshold,
+            threshold=threshold,
             top_fraction=top_fraction,
             eps=args.ratio_eps,
             include=args.include_parameters,
@@ -178,44 +189,98 @@ class DeepCleanTrainer(Trainer):
             logger.warning("The selection covers every weight: DeepClean then amounts to retraining the whole model.")
         return mask
 
-    def choose_top_fraction(self, exclude=None) -> float:
-        """``top_fraction="auto"``: sweep reset-only models and keep the smallest that forgets (see sweep.py)."""
-        from .sweep import DEFAULT_FRACTIONS, choose_top_fraction, is_class_forgetting, reset_sweep
+    def choose_top_fraction(self) -> float:
+        """``top_fraction="auto"``, first stage: sweep reset-only models, keep the smallest that forgets (sweep.py)."""
+        from .sweep import DEFAULT_FRACTIONS, choose_top_fraction, forget_kind, reset_sweep
 
         if self.eval_dataset is None:
             raise ValueError("top_fraction='auto' needs eval_dataset: a validation split the model was not trained on.")
         args = self.args
         model = self.accelerator.unwrap_model(self.model)
+        fractions = list(args.auto_fractions or DEFAULT_FRACTIONS)
         rows = reset_sweep(
             model, self.fisher_forget, self.fisher_retain,
             {"forget": self.forget_dataset, "retain": self.train_dataset, "validation": self.eval_dataset},
-            fractions=args.auto_fractions or DEFAULT_FRACTIONS, reset=args.reset, norm_policy=args.norm_policy,
-            eps=args.ratio_eps, exclude=exclude or None, seed=args.seed,
+            fractions=fractions, reset=args.reset, norm_policy=args.norm_policy,
+            eps=args.ratio_eps, exclude=self._excluded_parameters() or None, seed=args.seed,
         )
-        class_forgetting = is_class_forgetting(self.forget_dataset, self.train_dataset)
+        kind = forget_kind(self.forget_dataset, self.train_dataset, args.auto_kind)
         fraction, reason = choose_top_fraction(
-            rows, class_forgetting=class_forgetting, num_classes=model.config.num_labels,
+            rows, kind=kind, num_classes=model.config.num_labels,
             retain_floor=args.auto_retain_floor, mia_margin=args.auto_mia_margin, margin_steps=args.auto_margin_steps,
         )
-        self.auto_sweep = {"rows": rows, "chosen": fraction, "reason": reason, "class_forgetting": class_forgetting}
-        logger.info("top_fraction=auto chose %s: %s.", fraction, reason)
+        self.auto_sweep = {"rows": rows, "fractions": fractions, "start": fraction, "chosen": fraction,
+                           "reason": reason, "kind": kind, "class_forgetting": kind == "class", "attempts": []}
+        logger.info("top_fraction=auto starts at %s: %s.", fraction, reason)
         return fraction
 
     def unlearn(self, resume_from_checkpoint: str | bool | None = None, **train_kwargs):
-        """Fisher -> selection -> reset -> masked fine-tune on D_r. Returns Trainer's TrainOutput."""
+        """Fisher -> selection -> reset -> masked fine-tune on D_r. Returns Trainer's TrainOutput.
+
+        With ``top_fraction="auto"`` the fine-tuned model is verified (sweep.verify_forgetting); while it
+        fails, the original weights come back and the next larger swept fraction is fine-tuned, up to
+        ``auto_max_attempts`` fine-tunes. ``auto_sweep["attempts"]`` records each.
+        """
         start = time.perf_counter()
         checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
         fisher_time = 0.0
         if checkpoint is not None and (Path(checkpoint) / MASK_FILE).exists():
             self.parameter_mask = ParameterMask.load(Path(checkpoint) / MASK_FILE)
             logger.info("Resuming with the mask saved in %s.", checkpoint)
-        elif self.parameter_mask is None:
-            if self.fisher_forget is None or self.fisher_retain is None:
-                t0 = time.perf_counter()
-                self.compute_fishers()
-                fisher_time = time.perf_counter() - t0
-            self.parameter_mask = self.select()
+        elif self.parameter_mask is None and (self.fisher_forget is None or self.fisher_retain is None):
+            t0 = time.perf_counter()
+            self.compute_fishers()
+            fisher_time = time.perf_counter() - t0
         model = self.accelerator.unwrap_model(self.model)
+        if self.parameter_mask is None and self.args.top_fraction == "auto":
+            candidates = self._auto_candidates()
+        else:
+            self.parameter_mask = self.parameter_mask or self.select()
+            candidates = [None]
+        # Each retry starts from the original weights (buffers included: selected BatchNorm layers update theirs).
+        original = {k: v.detach().clone() for k, v in model.state_dict().items()} if len(candidates) > 1 else None
+        train_time = 0.0
+        for attempt, fraction in enumerate(candidates, start=1):
+            if fraction is not None:
+                self.auto_sweep["chosen"] = fraction
+                self.parameter_mask = self.select(top_fraction=fraction)
+            output, seconds = self._masked_fine_tune(model, checkpoint, train_kwargs, fisher_time)
+            train_time += seconds
+            if fraction is None or self._auto_verified(model, fraction, seconds) or attempt == len(candidates):
+                break
+            logger.info("top_fraction=auto: %s did not forget after the fine-tune (%s); trying %s from the original "
+                        "weights.", fraction, self.auto_sweep["attempts"][-1]["reason"], candidates[attempt])
+            model.load_state_dict(original)
+            self.optimizer, self.lr_scheduler, self.model_wrapped = None, None, self.model  # a fresh run, not a resume
+        self.unlearning_stats.update(train_time_s=train_time, total_time_s=time.perf_counter() - start)
+        return output
+
+    def _auto_candidates(self) -> list[float]:
+        from .sweep import escalation
+
+        if self.is_fsdp_enabled:
+            raise ValueError("top_fraction='auto' may fine-tune more than once, which FSDP2's wrapped model does not "
+                             "allow; choose the fraction with `hf-deepclean sweep`, then pass it as --top_fraction.")
+        start = self.choose_top_fraction()
+        return escalation(self.auto_sweep["fractions"], start, self.args.auto_max_attempts)
+
+    def _auto_verified(self, model, fraction: float, train_seconds: float) -> bool:
+        """Verify the fine-tuned model of one auto attempt and record it in ``auto_sweep``."""
+        from .sweep import verify_forgetting
+
+        args = self.args
+        verdict = verify_forgetting(model, self.forget_dataset, self.eval_dataset, kind=self.auto_sweep["kind"],
+                                    tolerance=args.auto_forget_tolerance, mia_margin=args.auto_mia_margin,
+                                    batch_size=args.per_device_eval_batch_size, seed=args.seed)
+        model.train()
+        self.auto_sweep["attempts"].append({"top_fraction": fraction, "train_time_s": train_seconds, **verdict})
+        self.auto_sweep["verified"] = verdict["passed"]
+        self.log({"deepclean/auto_attempt_fraction": fraction, "deepclean/auto_attempt_passed": float(verdict["passed"]),
+                  "deepclean/auto_attempt_forget_accuracy": verdict["forget_accuracy"]})
+        return verdict["passed"]
+
+    def _masked_fine_tune(self, model, checkpoint, train_kwargs, fisher_time: float):
+        """Reset the selected weights, then train with every other weight frozen. Returns (output, seconds)."""
         mask = self.parameter_mask.to(next(model.parameters()).device)
         num_reset = reset_selected_weights(
             model, mask, self.args.reset, norm_policy=self.args.norm_policy, seed=self.args.seed
@@ -244,15 +309,13 @@ class DeepCleanTrainer(Trainer):
             t0 = time.perf_counter()
             with live_objects_frozen(), _fsdp2_wrappable(model if self.is_fsdp_enabled else None):
                 output = self.train(resume_from_checkpoint=checkpoint, **train_kwargs)
-            train_time = time.perf_counter() - t0
+            return output, time.perf_counter() - t0
         finally:
             for handle in bn_handles:
                 handle.remove()
             if shard_binder is not None:
                 self.remove_callback(shard_binder)
             self._gradient_mask.detach()
-        self.unlearning_stats.update(train_time_s=train_time, total_time_s=time.perf_counter() - start)
-        return output
 
     def _resolve_checkpoint(self, resume_from_checkpoint):
         if resume_from_checkpoint is True:

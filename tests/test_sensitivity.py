@@ -65,6 +65,10 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
     assert methods == {("deepclean", "top_fraction"), ("ssd", "alpha")}
     assert len(summary["rows"]) == 4 and len(summary["auto"]) == 1 and len(summary["fast_vs_ssd"]) == 1
     assert summary["fast_vs_ssd"][0]["time_ratio"] > 0
+    auto = summary["auto"][0]
+    # A whole auto run: its attempts end at the chosen fraction, and its own model is judged against gold.
+    assert auto["attempts"] and auto["attempts"][-1]["top_fraction"] == auto["chosen"] and auto["kind"] == "class"
+    assert isinstance(auto["passes"], bool) and isinstance(auto["delta_test_accuracy"], float)
     assert "## Passing windows" in (out / "sensitivity.md").read_text()
 
     def no_compute(*args, **kwargs):

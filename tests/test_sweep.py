@@ -7,7 +7,8 @@ from _eval_models import FORGET_CLASS, trained_models
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.data import collate_fn, with_image_transform
 from hf_deepclean.fisher import fisher_diagonal
-from hf_deepclean.sweep import choose_top_fraction, is_class_forgetting, reset_sweep, sweep_markdown
+from hf_deepclean.sweep import (choose_top_fraction, escalation, forget_kind, is_class_forgetting, reset_sweep,
+                                sweep_markdown, verify_forgetting)
 from hf_deepclean.trainer import DeepCleanTrainer
 
 
@@ -40,10 +41,10 @@ def test_choose_top_fraction_rules():
         {"fraction": 0.05, "forget_accuracy": 0.05, "retain_accuracy": 0.95, "mia_loss_lr": 0.53},
         {"fraction": 0.1, "forget_accuracy": 0.0, "retain_accuracy": 0.40, "mia_loss_lr": 0.50},
     ]
-    assert choose_top_fraction(rows, class_forgetting=True, num_classes=10)[0] == 0.05
-    assert choose_top_fraction(rows, class_forgetting=False, num_classes=10, mia_margin=0.05)[0] == 0.05
-    assert choose_top_fraction(rows, class_forgetting=False, num_classes=10, mia_margin=0.01)[0] == 0.1
-    fraction, reason = choose_top_fraction(rows[:1], class_forgetting=True, num_classes=10)
+    assert choose_top_fraction(rows, kind="class", num_classes=10)[0] == 0.05
+    assert choose_top_fraction(rows, kind="samples", num_classes=10, mia_margin=0.05)[0] == 0.05
+    assert choose_top_fraction(rows, kind="samples", num_classes=10, mia_margin=0.01)[0] == 0.1
+    fraction, reason = choose_top_fraction(rows[:1], kind="class", num_classes=10)
     assert fraction == 0.01 and "no swept fraction met the criterion" in reason
 
 
@@ -52,18 +53,53 @@ def test_choose_top_fraction_keeps_a_margin_for_the_fine_tune():
         {"fraction": f, "forget_accuracy": acc, "retain_accuracy": retain, "mia_loss_lr": 0.5}
         for f, acc, retain in ((0.02, 0.5, 0.99), (0.05, 0.0, 0.97), (0.1, 0.0, 0.9), (0.2, 0.0, 0.6), (0.3, 0.0, 0.3))
     ]
-    assert choose_top_fraction(rows, class_forgetting=True, num_classes=10, margin_steps=0)[0] == 0.05
-    fraction, reason = choose_top_fraction(rows, class_forgetting=True, num_classes=10)
+    assert choose_top_fraction(rows, kind="class", num_classes=10)[0] == 0.05  # no margin by default
+    fraction, reason = choose_top_fraction(rows, kind="class", num_classes=10, margin_steps=1)
     assert fraction == 0.1 and "margin of 1 swept step" in reason
-    assert choose_top_fraction(rows, class_forgetting=True, num_classes=10, margin_steps=2)[0] == 0.2
+    assert choose_top_fraction(rows, kind="class", num_classes=10, margin_steps=2)[0] == 0.2
     # The margin never crosses the retain floor.
-    assert choose_top_fraction(rows, class_forgetting=True, num_classes=10, margin_steps=5)[0] == 0.2
+    assert choose_top_fraction(rows, kind="class", num_classes=10, margin_steps=5)[0] == 0.2
+
+
+def test_noisy_labels_are_judged_by_agreement_with_the_wrong_labels_not_by_mia():
+    # A model that never saw wrong labels gives them high losses: MIA far from 0.5 (digits gold: 0.97) is expected.
+    rows = [
+        {"fraction": 0.05, "forget_accuracy": 0.40, "retain_accuracy": 0.99, "mia_loss_lr": 0.50},
+        {"fraction": 0.1, "forget_accuracy": 0.08, "retain_accuracy": 0.90, "mia_loss_lr": 0.95},
+    ]
+    assert choose_top_fraction(rows, kind="noisy_labels", num_classes=10)[0] == 0.1
+    assert choose_top_fraction(rows, kind="samples", num_classes=10)[0] == 0.05
+    with pytest.raises(ValueError, match="kind='typo'"):
+        choose_top_fraction(rows, kind="typo", num_classes=10)
+
+
+def test_escalation_tries_the_larger_swept_fractions_in_order():
+    fractions = [0.3, 0.01, 0.05, 0.1, 0.2]
+    assert escalation(fractions, 0.05, 3) == [0.05, 0.1, 0.2]
+    assert escalation(fractions, 0.3, 3) == [0.3]
+    assert escalation(fractions, 0.05, 1) == [0.05]
+    with pytest.raises(ValueError, match="max_attempts"):
+        escalation(fractions, 0.05, 0)
 
 
 def test_class_forgetting_detection(setup):
     m = setup[0]
     assert is_class_forgetting(m.forget, m.retain)
     assert not is_class_forgetting(m.retain.select(range(10)), m.retain)
+    assert forget_kind(m.forget, m.retain) == "class"
+    assert forget_kind(m.retain.select(range(10)), m.retain) == "samples"
+    assert forget_kind(m.forget, m.retain, "noisy_labels") == "noisy_labels"
+
+
+def test_verify_forgetting_fails_the_original_and_passes_the_gold_model(setup):
+    m, _, _, validation = setup
+    original = verify_forgetting(m.original, with_image_transform(m.forget, m.processor),
+                                 with_image_transform(validation, m.processor), kind="class")
+    gold = verify_forgetting(m.gold, with_image_transform(m.forget, m.processor),
+                             with_image_transform(validation, m.processor), kind="class")
+    assert not original["passed"] and original["forget_accuracy"] > 0.5
+    assert gold["passed"] and gold["forget_accuracy"] == 0.0
+    assert "<= 0.02" in gold["reason"]
 
 
 def test_auto_top_fraction_forgets_the_class(tmp_path, setup):
@@ -75,12 +111,49 @@ def test_auto_top_fraction_forgets_the_class(tmp_path, setup):
                                processing_class=m.processor, fisher_forget=ff, fisher_retain=fr)
     trainer.unlearn()
     chosen = trainer.auto_sweep["chosen"]
-    assert trainer.auto_sweep["class_forgetting"]
+    assert trainer.auto_sweep["class_forgetting"] and trainer.auto_sweep["kind"] == "class"
+    attempts = trainer.auto_sweep["attempts"]
+    assert attempts and attempts[-1]["top_fraction"] == chosen and attempts[-1]["passed"] == trainer.auto_sweep["verified"]
     assert abs(trainer.parameter_mask.selected_fraction - chosen) < 1e-3
     from hf_deepclean.evaluation import collect_outputs
 
     forget = collect_outputs(model, m.forget, image_processor=m.processor)
     assert (forget.predictions == FORGET_CLASS).mean() <= 0.1
+
+
+def test_auto_escalates_from_the_original_weights_while_verification_fails(tmp_path, setup, monkeypatch):
+    # A verifier that fails every model: auto must fine-tune 3 fractions, each from the original weights, and end
+    # with the last one, flagged as not verified.
+    import hf_deepclean.sweep
+
+    def never_forgot(model, forget, validation, **kwargs):
+        return {"passed": False, "forget_accuracy": 1.0, "mia_loss_lr": 1.0, "validation_accuracy": 1.0,
+                "reason": "stub verifier: never forgotten"}
+
+    monkeypatch.setattr(hf_deepclean.sweep, "verify_forgetting", never_forgot)
+    m, _, (ff, fr), validation = setup
+    model = copy.deepcopy(m.original)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    common = dict(output_dir=str(tmp_path), num_train_epochs=0.25, use_cpu=True, disable_tqdm=True,
+                  logging_strategy="no", report_to="none")
+    args = DeepCleanConfig(top_fraction="auto", auto_retain_floor=0.0, auto_fractions=[0.3, 0.5, 0.6, 0.7], **common)
+    trainer = DeepCleanTrainer(model, args, train_dataset=m.retain, forget_dataset=m.forget, eval_dataset=validation,
+                               processing_class=m.processor, fisher_forget=ff, fisher_retain=fr)
+    trainer.unlearn()
+    auto = trainer.auto_sweep
+    assert auto["start"] == 0.3  # a reset of 30 % already forgets the class
+    assert [a["top_fraction"] for a in auto["attempts"]] == [0.3, 0.5, 0.6]
+    assert auto["chosen"] == 0.6 and not auto["verified"]
+    assert abs(trainer.parameter_mask.selected_fraction - 0.6) < 1e-3
+    assert trainer.unlearning_stats["top_fraction"] == 0.6
+    # Earlier attempts left no trace (weights, BatchNorm statistics, optimizer): the result is bit-identical to a
+    # direct run at the final fraction.
+    direct_model = copy.deepcopy(m.original)
+    DeepCleanTrainer(direct_model, DeepCleanConfig(top_fraction=0.6, **common), train_dataset=m.retain,
+                     forget_dataset=m.forget, processing_class=m.processor, fisher_forget=ff, fisher_retain=fr).unlearn()
+    direct = direct_model.state_dict()
+    assert all(torch.equal(value, direct[name]) for name, value in model.state_dict().items())
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
 def test_auto_needs_a_validation_split(tmp_path, setup):

@@ -7,8 +7,9 @@ For every (model, scenario, seed) it reuses the benchmark's cached original and 
 - DeepClean: every ``--sensitivity_fractions`` x ``--sensitivity_epochs`` (fine-tune budget); the
   Fisher pass runs once per (model, scenario, seed) and its time is added to every point;
 - SSD: every ``--sensitivity_alphas``; the importances run once, each alpha only dampens;
-- ``top_fraction="auto"``: its choice on a validation half carved (seeded, stratified) off the test
-  split, judged against DeepClean's window at the default budget;
+- ``top_fraction="auto"``: a whole auto run (first choice, fine-tune, verification, retries) with a
+  validation half carved (seeded, stratified) off the test split; its own model is judged against
+  gold per seed, and its choice against DeepClean's window at the default budget;
 - the ``deepclean_fast`` preset and SSD at its tuned alpha (the best passing alpha of the sweep),
   each run whole through the methods registry ``--sensitivity_timing_repeats`` times (min seconds).
 
@@ -32,6 +33,7 @@ from .benchmark_sensitivity_summary import passes, plot, summarize, to_markdown
 
 DEFAULT_FRACTIONS = [0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3]
 DEFAULT_SCENARIOS = ["class", "noisy_labels"]
+AUTO_KIND = {"class": "class", "noisy_labels": "noisy_labels", "random": "samples"}
 SENSITIVITY_DIR = "sensitivity"
 
 
@@ -177,25 +179,32 @@ class _Group:
                       value=alpha, budget=None, time_s=imp_time + time.perf_counter() - start)
 
     def auto(self) -> dict:
-        """``top_fraction="auto"`` as DeepCleanTrainer.choose_top_fraction runs it, on a carved validation half."""
-        from ..sweep import DEFAULT_FRACTIONS as AUTO_FRACTIONS
-        from ..sweep import choose_top_fraction, reset_sweep
+        """``top_fraction="auto"`` run whole through DeepCleanTrainer (first choice, fine-tune, verification and
+        retries), on a validation half carved off the test split; the final model is judged like every point.
 
-        config = self.deepclean_config(top_fraction="auto")
-        model = self.original()
-        fisher_forget, fisher_retain, _ = self.fishers()
+        The validation half only enters auto's decisions through the loss-MIA of sample forgetting; class and
+        noisy-label forgetting are decided on D_f and D_r, so judging on the whole test split leaks nothing.
+        """
+        from ..methods.base import quiet
+        from ..trainer import DeepCleanTrainer
+
+        kind = AUTO_KIND[self.scenario.name]
+        fisher_forget, fisher_retain, fisher_time = self.fishers()
         splits = self.scenario.ready
         validation = carve_validation_half(splits["test"], self.seed)
-        rows = reset_sweep(model, fisher_forget, fisher_retain,
-                           {"forget": splits["forget"], "retain": splits["retain"], "validation": validation},
-                           fractions=config.auto_fractions or AUTO_FRACTIONS, reset=config.reset,
-                           norm_policy=config.norm_policy, eps=config.ratio_eps, seed=self.seed)
-        chosen, reason = choose_top_fraction(
-            rows, class_forgetting=self.scenario.name == "class", num_classes=model.config.num_labels,
-            retain_floor=config.auto_retain_floor, mia_margin=config.auto_mia_margin,
-            margin_steps=config.auto_margin_steps)
-        return {"seed": self.seed, "scenario": self.scenario.name, "chosen": chosen, "reason": reason,
-                "validation_size": len(validation), "reset_only_rows": rows}
+        trainer = DeepCleanTrainer(
+            self.original(), self.deepclean_config(top_fraction="auto", auto_kind=kind),
+            train_dataset=splits["retain"], forget_dataset=splits["forget"], eval_dataset=validation,
+            fisher_forget=fisher_forget, fisher_retain=fisher_retain,
+        )
+        quiet(trainer).unlearn()
+        auto, stats = trainer.auto_sweep, trainer.unlearning_stats
+        point = _point(trainer.model, self.scenario, self.ctx.bench, self.seed, self.ctx.ref, method="deepclean_auto",
+                       param="top_fraction", value=auto["chosen"], budget=trainer.args.num_train_epochs,
+                       time_s=fisher_time + stats["total_time_s"])
+        return {**point, "kind": kind, "chosen": auto["chosen"], "start": auto["start"], "reason": auto["reason"],
+                "verified": auto["verified"], "attempts": auto["attempts"], "validation_size": len(validation),
+                "reset_only_rows": auto["rows"]}
 
     def fast_vs_ssd(self, alpha: float, repeats: int) -> dict:
         """``deepclean_fast`` and SSD at ``alpha``, each run whole ``repeats`` times, alternating; min seconds."""
@@ -291,7 +300,7 @@ def run_sensitivity(model_args, data_args, bench, sens: SensitivityArguments) ->
                     ssd_points = [{**_cached(folder / f"ssd_a{a:g}.json", lambda: group.ssd(a), progress,
                                              f"{where} ssd alpha {a:g}"), **tag} for a in sens.sensitivity_alphas]
                     cells += ssd_points
-                    autos.append({**_cached(folder / "auto.json", group.auto, progress, f"{where} top_fraction=auto"),
+                    autos.append({**_cached(folder / "auto_verified.json", group.auto, progress, f"{where} top_fraction=auto"),
                                   **tag})
                     alpha = tuned_alpha(ssd_points)
                     fast.append({**_cached(folder / f"fast_vs_ssd_a{alpha:g}.json",

@@ -37,7 +37,11 @@ class SweepArguments:
     validation_fraction: float = field(default=0.5, metadata={"help": "Part of the test split carved off as validation."})
     retain_sample_size: int = field(default=500, metadata={"help": "Retain accuracy on a seeded sample of this size."})
     auto_margin_steps: int = field(
-        default=1, metadata={"help": "Swept steps the automatic choice adds above the smallest passing fraction."}
+        default=0, metadata={"help": "Swept steps the automatic choice adds above the smallest passing fraction."}
+    )
+    auto_kind: str = field(
+        default="infer", metadata={"help": "What is forgotten (sets the criterion): infer, class, samples, noisy_labels "
+                                   "(infer means noisy_labels with --noisy_fraction)."}
     )
     seed: int = field(default=0, metadata={"help": "Seed of the carving and the samples."})
     overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty output folder."})
@@ -46,7 +50,7 @@ class SweepArguments:
 def run(argv: list[str]) -> int:
     from ..data import with_image_transform, collate_fn
     from ..fisher import fisher_diagonal
-    from ..sweep import choose_top_fraction, is_class_forgetting, plot_sweep, reset_sweep, sweep_markdown
+    from ..sweep import choose_top_fraction, forget_kind, plot_sweep, reset_sweep, sweep_markdown
 
     model_args, data_args, forget_args, args = parse_arguments(
         (ModelArguments, DataArguments, ForgetArguments, SweepArguments), argv, prog="hf-deepclean sweep",
@@ -74,13 +78,15 @@ def run(argv: list[str]) -> int:
         )
         chosen = reason = None
         if not args.thresholds:
+            declared = "noisy_labels" if args.auto_kind == "infer" and forget_args.noisy_fraction else args.auto_kind
             chosen, reason = choose_top_fraction(
-                rows, class_forgetting=is_class_forgetting(data.forget, data.retain), num_classes=model.config.num_labels,
+                rows, kind=forget_kind(data.forget, data.retain, declared), num_classes=model.config.num_labels,
                 margin_steps=args.auto_margin_steps,
             )
         table = sweep_markdown(rows, validation_source=source, chosen=chosen)
         if chosen is not None:
-            table += f"\n\nAutomatic choice (--top_fraction auto): {chosen:g}, the {reason}."
+            table += (f"\n\nFirst choice of --top_fraction auto: {chosen:g}, the {reason}. `unlearn` then verifies it "
+                          "after the fine-tune and tries larger fractions while the model has not forgotten.")
         (out / "sweep.md").write_text(table + "\n", encoding="utf-8")
         (out / "sweep.json").write_text(json.dumps({"rows": rows, "validation": source, "auto_top_fraction": chosen,
                                                     "auto_reason": reason}, indent=2), encoding="utf-8")

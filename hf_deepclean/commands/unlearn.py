@@ -100,6 +100,8 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     data = load_run_data(data_args, forget_args, seed=args.seed)
     validation = None
     if args.top_fraction == "auto":
+        if args.auto_kind == "infer" and forget_args.noisy_fraction:
+            args.auto_kind = "noisy_labels"  # the labels alone cannot tell mislabeled samples from a privacy request
         validation, source = carve_validation(data, seed=data_args.split_seed)
         logger.info("top_fraction=auto validation: %s.", source)
     model = load_model_for(data, model_args, seed=args.seed)
@@ -134,10 +136,7 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
             batch_size=script_args.eval_batch_size, seed=args.seed, model_args=model_args,
         )
         if trainer.auto_sweep:
-            report.notes = list(getattr(report, "notes", None) or []) + [
-                f"top_fraction=auto chose {trainer.auto_sweep['chosen']:g}: {trainer.auto_sweep['reason']}; "
-                f"validation: {source}."
-            ]
+            report.notes = list(getattr(report, "notes", None) or []) + [auto_note(trainer.auto_sweep, source)]
         report.save(out)
         hyperparameters = {
             "threshold": args.threshold, "top_fraction": args.top_fraction, "fisher_estimator": args.fisher_estimator,
@@ -153,6 +152,15 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     if not script_args.fingerprint_salt:
         print(f"The forget-set fingerprint salt is in {out / SALT_FILE}: keep it private (it is never pushed).")
     return report.to_dict()
+
+
+def auto_note(auto: dict, validation_source: str) -> str:
+    """What ``top_fraction=auto`` did, for the report and the model card."""
+    tried = "; ".join(f"{a['top_fraction']:g}: {a['reason']}" for a in auto.get("attempts", []))
+    verdict = ("verified after the fine-tune" if auto.get("verified")
+               else "NOT verified: the last fine-tuned model still fails the criterion")
+    return (f"top_fraction=auto ({auto['kind']} forgetting) chose {auto['chosen']:g}, {verdict}. First choice: "
+            f"{auto['reason']}. Fine-tuned: {tried or 'none'}. Validation: {validation_source}.")
 
 
 def run(argv: list[str]) -> int:
