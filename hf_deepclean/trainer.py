@@ -8,7 +8,6 @@ begin), and every checkpoint carries the mask so a resumed run continues with th
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -16,14 +15,14 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from torch.distributed.tensor import DTensor
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 
 from .config import DeepCleanConfig
 from .data import IMAGE_COLUMN, collate_fn, with_image_transform
 from .fisher import fisher_diagonal
 from .masking import GradientMask, freeze_batchnorm_statistics, normalization_parameter_names, reset_selected_weights
 from .selection import ParameterMask, select_parameters, threshold_sweep
+from .sharding import BindMaskToShards, fsdp2_wrappable, gather_unsharded
 from .training import live_objects_frozen
 
 logger = logging.getLogger(__name__)
@@ -286,7 +285,7 @@ class DeepCleanTrainer(Trainer):
             model, mask, self.args.reset, norm_policy=self.args.norm_policy, seed=self.args.seed
         )
         self._gradient_mask = GradientMask(model, mask).attach()
-        shard_binder = _BindMaskToShards(self) if self.is_fsdp_enabled else None
+        shard_binder = BindMaskToShards(lambda: self._gradient_mask) if self.is_fsdp_enabled else None
         if shard_binder is not None:
             self.add_callback(shard_binder)
         bn_handles = freeze_batchnorm_statistics(model, mask) if self.args.freeze_batchnorm_stats else []
@@ -307,7 +306,7 @@ class DeepCleanTrainer(Trainer):
         self.log({f"deepclean/{k}": float(v) for k, v in self.unlearning_stats.items() if isinstance(v, (int, float))})
         try:
             t0 = time.perf_counter()
-            with live_objects_frozen(), _fsdp2_wrappable(model if self.is_fsdp_enabled else None):
+            with live_objects_frozen(), fsdp2_wrappable(model if self.is_fsdp_enabled else None):
                 output = self.train(resume_from_checkpoint=checkpoint, **train_kwargs)
             return output, time.perf_counter() - t0
         finally:
@@ -338,24 +337,10 @@ class DeepCleanTrainer(Trainer):
     def unsharded_model(self) -> torch.nn.Module:
         """The model as a plain module that one process can run, save and evaluate on its own.
 
-        Under FSDP2 the parameters are DTensor shards whose forward needs every process, so the shards are
-        gathered (a collective: call this on every process) into a fresh instance of the model's class.
-        Otherwise this is the model itself.
+        Under FSDP2 the shards are gathered (a collective: call this on every process) into a fresh instance
+        of the model's class; otherwise this is the model itself.
         """
-        from torch.distributed.fsdp import FSDPModule
-
-        model = self.accelerator.unwrap_model(self.model)
-        if not isinstance(model, FSDPModule):
-            return model
-        # fully_shard swaps the class for FSDP<Class>(FSDPModule, Class): build the original class.
-        model_class = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
-        if not hasattr(model_class, "_from_config"):
-            raise TypeError(f"Cannot rebuild {model_class.__name__} without sharding: it is not a transformers model.")
-        full_state = {name: value.full_tensor() if isinstance(value, DTensor) else value
-                      for name, value in model.state_dict().items()}
-        plain = model_class._from_config(model.config)
-        plain.load_state_dict(full_state, strict=True, assign=True)
-        return plain.eval()
+        return gather_unsharded(self.accelerator.unwrap_model(self.model))
 
     def card_record(self, **extra) -> dict:
         """The model-card record: the evaluation report when one was attached, else what the trainer knows."""
@@ -407,60 +392,6 @@ class DeepCleanTrainer(Trainer):
         if self.args.save_fisher and self.fisher_forget is not None:
             for name, fisher in ((FISHER_FORGET_FILE, self.fisher_forget), (FISHER_RETAIN_FILE, self.fisher_retain)):
                 save_file({k: v.detach().float().cpu().contiguous() for k, v in fisher.items()}, str(output_dir / name))
-
-
-@contextlib.contextmanager
-def _fsdp2_wrappable(model):
-    """Let accelerate's FSDP2 wrapping run on image classifiers; a no-op for ``model=None``.
-
-    accelerate shards ``model.get_input_embeddings()`` as a unit of its own. transformers raises
-    NotImplementedError there for convolutional backbones (ResNet, ConvNeXt ...), and a ViT's patch
-    embeddings sit inside ViTEmbeddings, a block accelerate has already sharded, which fully_shard then
-    rejects. In both cases the module is sharded with its parent anyway, so while Trainer wraps the
-    model this instance answers None.
-    """
-    if model is None or not _input_embeddings_break_fsdp2_wrapping(model):
-        yield
-        return
-    model.get_input_embeddings = lambda: None
-    try:
-        yield
-    finally:
-        del model.get_input_embeddings
-
-
-def _input_embeddings_break_fsdp2_wrapping(model) -> bool:
-    try:
-        embeddings = model.get_input_embeddings()
-    except NotImplementedError:
-        return True
-    if embeddings is None:
-        return False
-    blocks = set(getattr(model, "_no_split_modules", None) or ())
-    return any(
-        type(module).__name__ in blocks and module is not embeddings and any(m is embeddings for m in module.modules())
-        for module in model.modules()
-    )
-
-
-class _BindMaskToShards(TrainerCallback):
-    """Under FSDP2, Trainer wraps the model inside ``train()``, replacing each parameter by a DTensor shard:
-    once training begins (after wrapping, before the first step), move the masking onto the shards."""
-
-    def __init__(self, trainer: DeepCleanTrainer):
-        self.trainer = trainer
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        gradient_mask = self.trainer._gradient_mask
-        bound = gradient_mask.bind_to_sharded_parameters()
-        if bound != gradient_mask.num_partial_tensors:
-            # Never train with an unmasked tensor: a silent wrong result is worse than no result.
-            raise RuntimeError(
-                f"FSDP2 is on but only {bound} of the {gradient_mask.num_partial_tensors} partially selected tensors "
-                "became DTensor shards, so their frozen entries could not be protected. Wrap the whole model with "
-                "fully_shard (accelerate's FSDP2 does), or train with DDP."
-            )
-        logger.info("Bound the DeepClean mask to %d sharded tensors (FSDP2).", bound)
 
 
 def load_fisher(path: str | os.PathLike) -> dict[str, torch.Tensor]:

@@ -251,7 +251,7 @@ def test_fsdp1_or_deepspeed_from_an_accelerate_config_is_refused(tmp_path, monke
 @pytest.mark.parametrize("arch", ["vit", "resnet"])
 def test_fsdp2_wrapping_sees_no_input_embeddings_only_while_wrapping(arch):
     # accelerate shards get_input_embeddings() on its own: ResNet raises there, ViT's sits inside ViTEmbeddings.
-    from hf_deepclean.trainer import _fsdp2_wrappable
+    from hf_deepclean.sharding import fsdp2_wrappable as _fsdp2_wrappable
 
     model = _model(arch)
     with _fsdp2_wrappable(model):

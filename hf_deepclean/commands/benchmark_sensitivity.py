@@ -31,7 +31,7 @@ from ..arguments import ConfigError
 from .benchmark_models import ModelStore, build_scenario
 from .benchmark_sensitivity_summary import passes, plot, summarize, to_markdown
 
-DEFAULT_FRACTIONS = [0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3]
+DEFAULT_FRACTIONS = [0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5]
 DEFAULT_SCENARIOS = ["class", "noisy_labels"]
 AUTO_KIND = {"class": "class", "noisy_labels": "noisy_labels", "random": "samples"}
 SENSITIVITY_DIR = "sensitivity"
@@ -53,7 +53,7 @@ class SensitivityArguments:
         default_factory=lambda: list(DEFAULT_FRACTIONS), metadata={"help": "DeepClean top fractions swept."}
     )
     sensitivity_epochs: list[float] = field(
-        default_factory=lambda: [0.5, 1.0, 2.0], metadata={"help": "DeepClean fine-tune epochs swept."}
+        default_factory=lambda: [0.5, 1.0, 2.0, 4.0, 8.0], metadata={"help": "DeepClean fine-tune epochs swept."}
     )
     sensitivity_alphas: list[float] = field(
         default_factory=lambda: [1.0, 2.0, 3.0, 5.0, 7.0, 10.0, 20.0], metadata={"help": "SSD alphas swept."}
