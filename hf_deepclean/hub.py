@@ -272,6 +272,9 @@ def render_model_card(record: Mapping[str, Any]) -> ModelCard:
         "has_original": bool(record.get("original")),
         "timing_rows": _timing_rows(dict(record.get("time_s") or {}), gold.get("time_s")),
         "versions": list(dict(record.get("versions") or {}).items()) or _versions(),
+        # The report's own notes (how auto chose, where the validation came from, caveats): text this
+        # package writes, never user data.
+        "notes": [str(note) for note in record.get("notes") or [] if isinstance(note, str)],
     }
     return ModelCard.from_template(card_data, template_path=str(TEMPLATE_PATH), u=view)
 

@@ -6,6 +6,7 @@ names the value and what to do, no traceback, and nothing left in the output fol
 
 import hashlib
 import json
+import re
 import os
 import shutil
 import signal
@@ -432,3 +433,23 @@ def test_unlearn_run_writes_no_forget_ids_or_file_names(ws, tmp_path, capsys):
             assert secret not in str(path.relative_to(out))
     for secret in secrets:
         assert secret not in captured.out and secret not in captured.err
+
+
+# --------------------------------------------------------------------------- top_fraction=auto through the CLI
+
+
+@pytest.mark.parametrize("forget, kind", [({"forget_labels": "3"}, "class"),
+                                          ({"forget_labels": None, "noisy_fraction": "0.05"}, "noisy_labels")])
+def test_unlearn_auto_records_its_criterion_and_attempts(ws, tmp_path, capsys, forget, kind):
+    # --noisy_fraction makes auto judge agreement with the wrong labels (the labels alone look like samples).
+    out = tmp_path / "out"
+    argv = _argv(out, ws, top_fraction="auto", auto_fractions=["0.05", "0.3"], **forget)
+    assert main(argv) == 0
+    notes = [n for n in json.loads((out / "unlearning_report.json").read_text())["notes"] if "top_fraction=auto" in n]
+    assert len(notes) == 1
+    notes = notes[0]
+    assert f"top_fraction=auto ({kind} forgetting) chose" in notes
+    assert re.search(r"Fine-tuned: 0\.(05|3): ", notes), notes
+    assert ("verified after the fine-tune" in notes) != ("NOT verified" in notes)
+    assert not re.search(r"[^.]\.\.(?!\.)", notes), notes  # no doubled full stop (an ellipsis is fine)
+    assert "top_fraction=auto" in (out / "README.md").read_text()

@@ -160,7 +160,7 @@ def auto_note(auto: dict, validation_source: str) -> str:
     verdict = ("verified after the fine-tune" if auto.get("verified")
                else "NOT verified: the last fine-tuned model still fails the criterion")
     return (f"top_fraction=auto ({auto['kind']} forgetting) chose {auto['chosen']:g}, {verdict}. First choice: "
-            f"{auto['reason']}. Fine-tuned: {tried or 'none'}. Validation: {validation_source}.")
+            f"{auto['reason'].rstrip('.')}. Fine-tuned: {tried or 'none'}. Validation: {validation_source.rstrip('.')}.")
 
 
 def run(argv: list[str]) -> int:
