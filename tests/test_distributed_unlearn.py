@@ -109,3 +109,24 @@ def test_two_cpu_processes_match_one_and_keep_frozen_weights_exact(original):
         assert moved > 0, f"{run.name}: no selected weight changed"
         assert (run / "unlearning_report.json").is_file()
         assert not (run / "_INCOMPLETE").exists()
+
+
+@pytest.mark.distributed
+@pytest.mark.timeout(300)
+def test_auto_retries_on_two_processes_keep_frozen_weights_exact(original):
+    out = original / "auto_two_processes"
+    argv = [*_unlearn_argv(original, out), "--top_fraction", "auto", "--auto_fractions", "0.1", "0.2", "0.3",
+            "--auto_retain_floor", "0", "--max_steps", "2"]
+    argv[0] = str(ROOT / "tests" / "_auto_retry_worker.py")
+    argv.insert(1, "unlearn")
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC), *argv]
+    run = subprocess.run(launch, env=_env(ACCELERATE_USE_CPU="1"), capture_output=True, text=True, timeout=280)
+    log = run.stdout + run.stderr
+    assert run.returncode == 0, log[-4000:]
+    assert log.count("trying 0.2 from the original weights") == 2 and log.count("trying 0.3") == 2, log[-4000:]
+    mask = _load(out / "_parameter_mask.safetensors")
+    assert abs(sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values()) - 0.3) < 1e-3
+    before, after = _weights(original / "original"), _weights(out)
+    for key, selected in mask.items():
+        frozen = ~selected.bool()
+        assert torch.equal(after[key].detach()[frozen], before[key].detach()[frozen]), f"frozen entries of {key} moved"
