@@ -15,7 +15,7 @@ from .common import carve_validation, load_model_for, load_processor_for, load_r
 class SweepArguments:
     """Args:
     output_dir: Where sweep.json, sweep.md and sweep.png go.
-    fractions: Top fractions to reset (default 0.005 ... 0.3).
+    fractions: Top fractions to reset (default 0.005 ... 0.5).
     thresholds: Gammas to reset above, instead of fractions.
     reset: zero, init or none (as in unlearn).
     norm_policy: Normalisation weights: init, exclude or same (as in unlearn).
@@ -23,12 +23,14 @@ class SweepArguments:
     fisher_max_samples: Use at most this many samples per Fisher.
     validation_fraction: Part of the test split carved off as validation.
     retain_sample_size: Retain accuracy on a seeded sample of this size.
+    auto_margin_steps: Swept steps the first choice of ``--top_fraction auto`` adds above the smallest passing one.
+    auto_kind: What is forgotten (sets auto's criterion): infer, class, samples or noisy_labels.
     seed: Seed of the carving and the samples.
     overwrite_output_dir: Replace the contents of a non-empty output folder.
     """
 
     output_dir: str | None = field(default=None, metadata={"help": "Folder for sweep.json, sweep.md, sweep.png."})
-    fractions: list[float] | None = field(default=None, metadata={"help": "Top fractions to reset (default 0.005 ... 0.3)."})
+    fractions: list[float] | None = field(default=None, metadata={"help": "Top fractions to reset (default 0.005 ... 0.5)."})
     thresholds: list[float] | None = field(default=None, metadata={"help": "Gammas to reset above, instead of fractions."})
     reset: str = field(default="zero", metadata={"help": "Reset of the selected weights: zero, init or none."})
     norm_policy: str = field(default="init", metadata={"help": "Normalisation weights: init, exclude or same."})
