@@ -16,11 +16,11 @@ from importlib import import_module
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ForgetSpec": "data",
-    "split_forget_retain": "data",
+    "ForgetSpec": "forget",
+    "split_forget_retain": "forget",
     "load_builtin_dataset": "data",
     "load_image_dataset": "data",
-    "apply_label_noise": "data",
+    "apply_label_noise": "forget",
     "with_image_transform": "data",
     "collate_fn": "data",
     "fisher_diagonal": "fisher",

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from .config import TinyModelTrainingArguments
-from .data import DataError, ForgetSpec, read_ids_file
+from .data import DataError
+from .forget import ForgetSpec, read_ids_file
 
 
 class ConfigError(ValueError):

@@ -1,16 +1,16 @@
-"""Datasets in, forget/retain splits out.
+"""Datasets in: built-in digits, Hub, disk, parquet and image folders; transforms and collation.
 
 Everything downstream sees the canonical columns ``image`` (PIL) and ``label``
-(ClassLabel); :func:`load_image_dataset` renames a user's columns once, here.
+(ClassLabel); :func:`load_image_dataset` renames a user's columns once, here. What to forget and
+the forget/retain split live in :mod:`hf_deepclean.forget`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -269,206 +269,6 @@ def labels_of(dataset) -> np.ndarray:
 
 def class_names(dataset) -> list[str]:
     return list(dataset.features[LABEL_COLUMN].names)
-
-
-# --------------------------------------------------------------------------- forget specs
-
-
-@dataclass
-class ForgetSpec:
-    """What to forget. Give exactly one of ``labels``, ``fraction``, ``indices``, ``ids`` or ``noisy_fraction``.
-
-    - ``labels``: whole classes, as ids or class names.
-    - ``fraction``: a seeded random fraction of the samples (``stratified`` keeps class proportions).
-    - ``indices``: row indices of the training split.
-    - ``ids`` with ``id_column``: values of an id column, e.g. the sample ids of a deletion request.
-    - ``noisy_fraction``: relabel a seeded fraction of the samples to a wrong class; exactly those
-      mislabeled samples form the forget set (train the original on :func:`apply_label_noise` output).
-    """
-
-    labels: list[int | str] | None = None
-    fraction: float | None = None
-    indices: list[int] | None = None
-    ids: list[Any] | None = None
-    id_column: str | None = None
-    noisy_fraction: float | None = None
-    seed: int = 0
-    stratified: bool = False
-
-    def __post_init__(self):
-        given = [k for k in ("labels", "fraction", "indices", "ids", "noisy_fraction") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise DataError(
-                "ForgetSpec needs exactly one of labels, fraction, indices, ids or noisy_fraction; "
-                f"got {given or 'none'}."
-            )
-        for name in ("fraction", "noisy_fraction"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 < float(value) < 1.0:
-                raise DataError(f"{name}={value} must be strictly between 0 and 1.")
-        if self.ids is not None and not self.id_column:
-            raise DataError("Forgetting by ids needs id_column (the column holding the ids).")
-        for name in ("labels", "indices", "ids"):
-            value = getattr(self, name)
-            if value is not None:
-                value = list(value)
-                if not value:
-                    raise DataError(f"ForgetSpec.{name} is empty: name at least one item to forget.")
-                setattr(self, name, value)
-
-    @property
-    def kind(self) -> str:
-        for kind, attr in (("labels", "labels"), ("fraction", "fraction"), ("indices", "indices"), ("ids", "ids")):
-            if getattr(self, attr) is not None:
-                return kind
-        return "noisy_labels"
-
-    @property
-    def scenario(self) -> str:
-        return {"labels": "class", "fraction": "random", "indices": "samples", "ids": "samples"}.get(
-            self.kind, "noisy_labels"
-        )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-_SPEC_FIELD = {"noisy_labels": "noisy_fraction"}
-
-
-def _label_ids(dataset, labels: Iterable[int | str]) -> list[int]:
-    names = class_names(dataset)
-    out = []
-    for label in labels:
-        if isinstance(label, str) and label in names:
-            out.append(names.index(label))
-        elif isinstance(label, (int, np.integer)) or (isinstance(label, str) and label.lstrip("-").isdigit()):
-            value = int(label)
-            if not 0 <= value < len(names):
-                raise DataError(f"Unknown label {label!r}: class ids run 0..{len(names) - 1}.")
-            out.append(value)
-        else:
-            raise DataError(f"Unknown class name {label!r}; known classes: {names[:20]}{'...' if len(names) > 20 else ''}.")
-    return sorted(set(out))
-
-
-def forget_indices(dataset, spec: ForgetSpec) -> np.ndarray:
-    """Sorted row indices of ``dataset`` that ``spec`` selects for forgetting."""
-    n = len(dataset)
-    if n == 0:
-        raise DataError("The dataset is empty: there is nothing to split into forget and retain.")
-    rng = np.random.default_rng(spec.seed)
-    if spec.labels is not None:
-        targets = np.asarray(dataset[LABEL_COLUMN])
-        idx = np.flatnonzero(np.isin(targets, _label_ids(dataset, spec.labels)))
-    elif spec.fraction is not None or spec.noisy_fraction is not None:
-        fraction = spec.fraction if spec.fraction is not None else spec.noisy_fraction
-        if spec.stratified:
-            targets = np.asarray(dataset[LABEL_COLUMN])
-            chosen = []
-            for c in np.unique(targets):
-                members = np.flatnonzero(targets == c)
-                k = int(round(fraction * len(members)))
-                chosen.append(rng.choice(members, size=k, replace=False))
-            idx = np.concatenate(chosen) if chosen else np.array([], dtype=np.int64)
-        else:
-            idx = rng.choice(n, size=int(round(fraction * n)), replace=False)
-    elif spec.indices is not None:
-        idx = np.asarray(spec.indices, dtype=np.int64)
-        bad = idx[(idx < 0) | (idx >= n)]
-        if len(bad):
-            raise DataError(f"{len(bad)} forget indices are out of range 0..{n - 1}, e.g. {bad[:5].tolist()}.")
-    else:
-        if spec.id_column not in dataset.column_names:
-            raise DataError(f"id column {spec.id_column!r} not found; columns are {dataset.column_names}.")
-        column = [str(v) for v in dataset[spec.id_column]]
-        wanted = {str(v) for v in spec.ids}
-        position = {}
-        for i, value in enumerate(column):
-            position.setdefault(value, []).append(i)
-        missing = sorted(wanted - position.keys())
-        if missing:
-            raise DataError(
-                f"{len(missing)} of {len(wanted)} forget ids were not found in column {spec.id_column!r}, "
-                f"e.g. {missing[:3]}. Check the ids file and --id_column."
-            )
-        idx = np.asarray([i for v in wanted for i in position[v]], dtype=np.int64)
-    idx = np.unique(idx)
-    if len(idx) == 0:
-        raise DataError(
-            f"The forget set is empty for {spec.kind}={getattr(spec, _SPEC_FIELD.get(spec.kind, spec.kind), None)!r}: "
-            "nothing to forget. "
-            "Name classes, ids or a fraction that select at least one training sample."
-        )
-    if len(idx) == n:
-        raise DataError(
-            f"The forget set covers the whole dataset ({n} samples): nothing would be left to retain. "
-            "Forget fewer samples or classes."
-        )
-    return idx
-
-
-def apply_label_noise(dataset, spec: ForgetSpec):
-    """Return ``dataset`` with the ``spec.noisy_fraction`` selected samples relabeled to a wrong class."""
-    if spec.noisy_fraction is None:
-        return dataset
-    idx = forget_indices(dataset, spec)
-    num_classes = len(class_names(dataset))
-    if num_classes < 2:
-        raise DataError("Label noise needs at least two classes.")
-    rng = np.random.default_rng(spec.seed + 1)
-    labels = np.asarray(dataset[LABEL_COLUMN]).copy()
-    # An offset in 1..C-1 guarantees the new label differs from the true one.
-    labels[idx] = (labels[idx] + rng.integers(1, num_classes, size=len(idx))) % num_classes
-    feature = dataset.features[LABEL_COLUMN]
-    return dataset.remove_columns(LABEL_COLUMN).add_column(LABEL_COLUMN, labels.tolist()).cast_column(
-        LABEL_COLUMN, feature
-    )
-
-
-def split_forget_retain(dataset, spec: ForgetSpec, *, retain=None):
-    """Split ``dataset`` into ``DatasetDict(forget=..., retain=...)``: disjoint, covering, deterministic.
-
-    For ``noisy_fraction`` the returned splits carry the corrupted labels (the forget set holds the
-    mislabeled samples). When ``retain`` is given explicitly, it must not overlap the forget set
-    (compared by ``id_column`` when set, else by row index is impossible, so ids are required).
-    """
-    import datasets
-
-    if isinstance(dataset, datasets.DatasetDict):
-        raise DataError("split_forget_retain takes one split (e.g. dataset['train']), not a DatasetDict.")
-    source = apply_label_noise(dataset, spec)
-    idx = forget_indices(dataset, spec)
-    keep = np.setdiff1d(np.arange(len(dataset)), idx, assume_unique=True)
-    forget = source.select(idx)
-    if retain is None:
-        retain = source.select(keep)
-    elif spec.id_column and spec.id_column in retain.column_names and spec.id_column in forget.column_names:
-        overlap = {str(v) for v in forget[spec.id_column]} & {str(v) for v in retain[spec.id_column]}
-        if overlap:
-            raise DataError(
-                f"{len(overlap)} samples are in both the forget set and the given retain set (matched by "
-                f"{spec.id_column!r}). Remove them from the retain set: nothing forgotten may be trained on again."
-            )
-    else:
-        # Without ids an overlap cannot be ruled out, and a silent one would undo the forgetting.
-        raise DataError(
-            "A given retain set needs an id column in both it and the dataset (ForgetSpec.id_column) so that it can "
-            "be checked not to overlap the forget set."
-        )
-    return datasets.DatasetDict(forget=forget, retain=retain)
-
-
-def read_ids_file(path: str | os.PathLike) -> list[str]:
-    """Read one id per line (blank lines and ``#`` comments ignored)."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"Cannot read forget ids file {str(path)!r}: {exc}. Pass a UTF-8 text file, one id per line.") from exc
-    ids = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
-    if not ids:
-        raise DataError(f"Forget ids file {str(path)!r} holds no ids; write one id per line.")
-    return ids
 
 
 # --------------------------------------------------------------------------- transforms

@@ -19,7 +19,8 @@ EPOCHS = 6
 @functools.lru_cache(maxsize=None)
 def trained_models() -> SimpleNamespace:
     """Train and save both models; returns the models, their folders, the splits and the processor."""
-    from hf_deepclean.data import ForgetSpec, load_builtin_dataset, load_image_processor, split_forget_retain
+    from hf_deepclean.data import load_builtin_dataset, load_image_processor
+    from hf_deepclean.forget import ForgetSpec, split_forget_retain
     from hf_deepclean.training import default_training_arguments, load_classifier, save_classifier, train_classifier
 
     digits = load_builtin_dataset("digits")

@@ -3,18 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_deepclean.data import (
-    DataError,
-    ForgetSpec,
-    apply_label_noise,
-    collate_fn,
-    forget_indices,
-    load_image_dataset,
-    read_ids_file,
-    resolve_columns,
-    split_forget_retain,
-    with_image_transform,
-)
+from hf_deepclean.data import DataError, collate_fn, load_image_dataset, resolve_columns, with_image_transform
+from hf_deepclean.forget import ForgetSpec, apply_label_noise, forget_indices, read_ids_file, split_forget_retain
 
 
 def _toy(n=40, num_classes=4):

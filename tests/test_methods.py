@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hf_deepclean.data import ForgetSpec, split_forget_retain
+from hf_deepclean.forget import ForgetSpec, split_forget_retain
 from hf_deepclean.methods import METHODS, MethodResult, TensorImageDataset, get_method, run_method
 from hf_deepclean.methods.base import relabel_randomly, training_set
 from hf_deepclean.methods.fisher_forgetting import add_noise, noise_std

@@ -240,7 +240,8 @@ def test_debug_shows_the_traceback(ws, tmp_path):
 
 
 def test_explicit_retain_set_must_not_overlap_the_forget_set(digits):
-    from hf_deepclean.data import DataError, ForgetSpec, split_forget_retain
+    from hf_deepclean.data import DataError
+    from hf_deepclean.forget import ForgetSpec, split_forget_retain
 
     data = _custom_dataset(digits, per_class_train=5)["train"]
     ids = data["sample_id"]
@@ -377,7 +378,7 @@ def test_killed_run_never_looks_finished_and_resumes_with_the_same_mask(ws, tmp_
 
 def _deepclean_run(output_dir, digits, image_processor):
     from hf_deepclean.config import DeepCleanConfig
-    from hf_deepclean.data import ForgetSpec, forget_indices, split_forget_retain
+    from hf_deepclean.forget import ForgetSpec, forget_indices, split_forget_retain
     from hf_deepclean.trainer import DeepCleanTrainer
 
     data = digits["train"].select(range(200))

@@ -204,7 +204,7 @@ def test_resume_keeps_mask_and_frozen_weights(tmp_path):
 
 @pytest.mark.slow
 def test_class_forgetting_on_digits_end_to_end(tmp_path, digits, image_processor):
-    from hf_deepclean.data import ForgetSpec, split_forget_retain
+    from hf_deepclean.forget import ForgetSpec, split_forget_retain
     from hf_deepclean.evaluation import collect_outputs
     from hf_deepclean.training import default_training_arguments, train_classifier
 

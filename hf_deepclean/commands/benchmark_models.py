@@ -31,7 +31,7 @@ def _materialize(dataset, processor, limit_bytes: int = 2 << 30):
 
 
 def build_scenario(name: str, base, processor, bench, seed: int) -> Scenario:
-    from ..data import ForgetSpec, apply_label_noise, split_forget_retain
+    from ..forget import ForgetSpec, apply_label_noise, split_forget_retain
 
     spec = {
         "class": lambda: ForgetSpec(labels=[bench.forget_class]),

@@ -41,7 +41,7 @@ class UnlearnScriptArguments:
 def forget_record(data: RunData, salt: str) -> dict:
     """What the report and card say about the forget set: counts, classes, kind, a salted fingerprint."""
     from ..hub import forget_fingerprint
-    from ..data import forget_indices
+    from ..forget import forget_indices
 
     spec = data.spec
     values = [str(v) for v in spec.ids] if spec.ids is not None else forget_indices(data.train, spec).tolist()

@@ -47,7 +47,7 @@ def _class_ids(labels, dataset) -> list[int] | None:
         return None
     labels = list(labels.tolist() if hasattr(labels, "tolist") else labels)
     if any(isinstance(v, str) and not v.lstrip("-").isdigit() for v in labels):
-        from ..data import _label_ids  # class names -> ids, with the data layer's error messages
+        from ..forget import _label_ids  # class names -> ids, with the data layer's error messages
 
         return _label_ids(dataset, labels)
     return sorted({int(v) for v in labels})
