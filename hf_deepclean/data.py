@@ -315,3 +315,15 @@ def collate_fn(examples: Sequence[dict]) -> dict[str, torch.Tensor]:
 def label_maps(dataset) -> tuple[dict[int, str], dict[str, int]]:
     names = class_names(dataset)
     return {i: n for i, n in enumerate(names)}, {n: i for i, n in enumerate(names)}
+
+
+_MOVED_TO_FORGET = ("ForgetSpec", "split_forget_retain", "forget_indices", "apply_label_noise", "read_ids_file")
+
+
+def __getattr__(name: str):
+    # The forget specs moved to forget.py; `from hf_deepclean.data import ForgetSpec` (DESIGN.md's layout) still works.
+    if name in _MOVED_TO_FORGET:
+        from . import forget
+
+        return getattr(forget, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
