@@ -48,8 +48,8 @@ _EXPORTS = {
     "UnlearningReport": "evaluation",
     "collect_outputs": "evaluation",
     "push_unlearned_model": "hub",
-    "render_model_card": "hub",
-    "write_model_card": "hub",
+    "render_model_card": "modelcard",
+    "write_model_card": "modelcard",
     "forget_fingerprint": "hub",
     "verify_fingerprint": "hub",
 }

@@ -344,7 +344,7 @@ class DeepCleanTrainer(Trainer):
 
     def card_record(self, **extra) -> dict:
         """The model-card record: the evaluation report when one was attached, else what the trainer knows."""
-        from .hub import record_from_report
+        from .modelcard import record_from_report
 
         report = self.unlearning_report
         if report is None:
@@ -367,7 +367,7 @@ class DeepCleanTrainer(Trainer):
         # The card and the mask are written on every save, not only on push; Trainer's checkpoints call this
         # with the checkpoint folder, which is how resume_from_checkpoint finds the mask there.
         if self.parameter_mask is not None and self.is_world_process_zero():
-            from .hub import write_model_card
+            from .modelcard import write_model_card
 
             self.save_unlearning_artifacts(output_dir)
             write_model_card(output_dir or self.args.output_dir, self.card_record())
@@ -376,7 +376,7 @@ class DeepCleanTrainer(Trainer):
         """Trainer.push_to_hub calls this: write DeepClean's card instead of the generic one."""
         if self.parameter_mask is None:
             return super().create_model_card(*args, **kwargs)
-        from .hub import write_model_card
+        from .modelcard import write_model_card
 
         write_model_card(self.args.output_dir, self.card_record(**({"repo_id": self.hub_model_id}
                                                                   if getattr(self, "hub_model_id", None) else {})))

@@ -83,7 +83,8 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     """Run DeepClean end to end and write the output folder; returns the report dict."""
     import copy
 
-    from ..hub import generate_salt, record_from_report, write_model_card
+    from ..hub import generate_salt
+    from ..modelcard import record_from_report, write_model_card
     from ..trainer import DeepCleanTrainer
     from ..training import save_classifier
 
