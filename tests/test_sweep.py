@@ -169,3 +169,9 @@ def test_top_fraction_parsing(tmp_path):
     assert DeepCleanConfig(output_dir=str(tmp_path), top_fraction="0.2").top_fraction == 0.2
     with pytest.raises(ValueError, match="'lots'"):
         DeepCleanConfig(output_dir=str(tmp_path), top_fraction="lots")
+
+
+def test_auto_settings_are_validated_with_the_field_name(tmp_path):
+    for field, value in (("auto_kind", "typo"), ("auto_max_attempts", 0), ("auto_forget_tolerance", 1.5)):
+        with pytest.raises(ValueError, match=field):
+            DeepCleanConfig(output_dir=str(tmp_path), top_fraction="auto", **{field: value})
