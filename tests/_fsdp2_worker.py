@@ -10,34 +10,24 @@ the written model, reloaded with from_pretrained.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
-import torch
 import yaml
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from torch.distributed.tensor import DTensor
 
 from transformers import AutoModelForImageClassification
 
+sys.path.insert(0, os.path.dirname(__file__))
+from _fisher_models import random_dataset  # noqa: E402
+
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.data import load_image_processor
 from hf_deepclean.selection import ParameterMask
 from hf_deepclean.trainer import MASK_FILE, DeepCleanTrainer
 from hf_deepclean.training import load_classifier, save_classifier
-
-
-class RandomImages(torch.utils.data.Dataset):
-    def __init__(self, n, seed, num_labels=4):
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, 3, 16, 16, generator=g)
-        self.y = torch.randint(0, num_labels, (n,), generator=g)
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return {"pixel_values": self.x[i], "labels": int(self.y[i])}
 
 
 class CpuFsdp2Trainer(DeepCleanTrainer):
@@ -65,7 +55,7 @@ if __name__ == "__main__":
         disable_tqdm=True, report_to="none", logging_strategy="no", save_strategy="no", fisher_batch_size=8,
         fsdp="full_shard", fsdp_config=recipe_fsdp_config(),
     )
-    trainer = CpuFsdp2Trainer(model, args, train_dataset=RandomImages(48, 0), forget_dataset=RandomImages(12, 1))
+    trainer = CpuFsdp2Trainer(model, args, train_dataset=random_dataset(48, (3, 16, 16), 4, seed=0), forget_dataset=random_dataset(12, (3, 16, 16), 4, seed=1))
     trainer.unlearn()
     sharded = sum(isinstance(p, DTensor) for p in trainer.model.parameters())
     unlearned = trainer.unsharded_model()  # every process takes part, as in `hf-deepclean unlearn`

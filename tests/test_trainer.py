@@ -3,6 +3,7 @@ import copy
 import pytest
 import torch
 
+from _fisher_models import random_dataset
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.masking import GradientMask, normalization_parameter_names, reset_selected_weights
 from hf_deepclean.selection import ParameterMask
@@ -10,17 +11,8 @@ from hf_deepclean.trainer import MASK_FILE, DeepCleanTrainer, SelectionError
 from hf_deepclean.training import load_classifier
 
 
-class _Samples(torch.utils.data.Dataset):
-    def __init__(self, n, seed, num_labels=4):
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, 3, 16, 16, generator=g)
-        self.y = torch.randint(0, num_labels, (n,), generator=g)
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return {"pixel_values": self.x[i], "labels": int(self.y[i])}
+def _samples(n, seed):
+    return random_dataset(n, (3, 16, 16), 4, seed=seed)
 
 
 def _model(arch):
@@ -50,7 +42,7 @@ def _frozen_changes(model, original, mask):
 def test_frozen_weights_stay_bit_identical(tmp_path, arch):
     model = _model(arch)
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = DeepCleanTrainer(model, _config(tmp_path), train_dataset=_Samples(48, 0), forget_dataset=_Samples(12, 1))
+    trainer = DeepCleanTrainer(model, _config(tmp_path), train_dataset=_samples(48, 0), forget_dataset=_samples(12, 1))
     trainer.unlearn()
     mask = trainer.parameter_mask
     assert 0 < mask.num_selected < mask.num_total
@@ -65,7 +57,7 @@ def test_frozen_weights_stay_bit_identical(tmp_path, arch):
 def test_bf16_autocast_keeps_frozen_weights(tmp_path):
     model = _model("vit")
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = DeepCleanTrainer(model, _config(tmp_path, bf16=True), train_dataset=_Samples(32, 0), forget_dataset=_Samples(8, 1))
+    trainer = DeepCleanTrainer(model, _config(tmp_path, bf16=True), train_dataset=_samples(32, 0), forget_dataset=_samples(8, 1))
     trainer.unlearn()
     assert _frozen_changes(model, original, trainer.parameter_mask)[0] == 0
 
@@ -125,7 +117,7 @@ def test_batchnorm_statistics_frozen_unless_selected(tmp_path):
     buffers = {n: b.clone() for n, b in model.named_buffers() if "running_mean" in n}
     trainer = DeepCleanTrainer(
         model, _config(tmp_path, norm_policy="exclude", include_parameters=["classifier"]),
-        train_dataset=_Samples(32, 0), forget_dataset=_Samples(8, 1),
+        train_dataset=_samples(32, 0), forget_dataset=_samples(8, 1),
     )
     trainer.unlearn()
     after = dict(model.named_buffers())
@@ -135,7 +127,7 @@ def test_batchnorm_statistics_frozen_unless_selected(tmp_path):
     DeepCleanTrainer(
         model2, _config(tmp_path, norm_policy="exclude", include_parameters=["classifier"], freeze_batchnorm_stats=False,
                         overwrite_output_dir=True),
-        train_dataset=_Samples(32, 0), forget_dataset=_Samples(8, 1),
+        train_dataset=_samples(32, 0), forget_dataset=_samples(8, 1),
     ).unlearn()
     after2 = dict(model2.named_buffers())
     assert any(not torch.equal(after2[n], b) for n, b in buffers.items())
@@ -144,7 +136,7 @@ def test_batchnorm_statistics_frozen_unless_selected(tmp_path):
 def test_precomputed_mask_skips_fisher(tmp_path):
     model = _model("vit")
     mask = ParameterMask({n: torch.rand(p.shape) < 0.05 for n, p in model.named_parameters()})
-    trainer = DeepCleanTrainer(model, _config(tmp_path), train_dataset=_Samples(16, 0), forget_dataset=_Samples(4, 1),
+    trainer = DeepCleanTrainer(model, _config(tmp_path), train_dataset=_samples(16, 0), forget_dataset=_samples(4, 1),
                                parameter_mask=mask)
     trainer.unlearn()
     assert trainer.fisher_forget is None and trainer.unlearning_stats["fisher_time_s"] == 0.0
@@ -154,7 +146,7 @@ def test_precomputed_mask_skips_fisher(tmp_path):
 def test_threshold_selecting_nothing_names_useful_values(tmp_path):
     trainer = DeepCleanTrainer(
         _model("vit"), _config(tmp_path, top_fraction=None, threshold=1e30),
-        train_dataset=_Samples(16, 0), forget_dataset=_Samples(4, 1),
+        train_dataset=_samples(16, 0), forget_dataset=_samples(4, 1),
     )
     with pytest.raises(SelectionError, match="selects no weight.*largest threshold"):
         trainer.unlearn()
@@ -185,8 +177,8 @@ def test_resume_keeps_mask_and_frozen_weights(tmp_path):
     model = _model("vit")
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
     common = dict(save_strategy="steps", save_steps=2, num_train_epochs=2, gradient_accumulation_steps=1)
-    first = DeepCleanTrainer(model, _config(tmp_path, max_steps=4, **common), train_dataset=_Samples(48, 0),
-                             forget_dataset=_Samples(12, 1))
+    first = DeepCleanTrainer(model, _config(tmp_path, max_steps=4, **common), train_dataset=_samples(48, 0),
+                             forget_dataset=_samples(12, 1))
     first.unlearn()
     checkpoint = tmp_path / "out" / "checkpoint-4"
     assert (checkpoint / MASK_FILE).exists()
@@ -194,7 +186,7 @@ def test_resume_keeps_mask_and_frozen_weights(tmp_path):
     # Resume in a fresh trainer from the untouched original: the mask comes from the checkpoint.
     resumed_model = _model("vit")
     second = DeepCleanTrainer(resumed_model, _config(tmp_path, max_steps=8, overwrite_output_dir=True, **common),
-                              train_dataset=_Samples(48, 0), forget_dataset=_Samples(12, 1))
+                              train_dataset=_samples(48, 0), forget_dataset=_samples(12, 1))
     second.unlearn(resume_from_checkpoint=str(checkpoint))
     assert second.fisher_forget is None
     assert all(torch.equal(second.parameter_mask[n], saved[n]) for n in saved)
@@ -245,7 +237,7 @@ def test_fsdp1_or_deepspeed_from_an_accelerate_config_is_refused(tmp_path, monke
 
     monkeypatch.setattr(Trainer, "create_accelerator_and_postprocess", with_engine)
     with pytest.raises(ValueError, match="does not support"):
-        DeepCleanTrainer(_model("vit"), _config(tmp_path), train_dataset=_Samples(8, 0), forget_dataset=_Samples(4, 1))
+        DeepCleanTrainer(_model("vit"), _config(tmp_path), train_dataset=_samples(8, 0), forget_dataset=_samples(4, 1))
 
 
 @pytest.mark.parametrize("arch", ["vit", "resnet"])
