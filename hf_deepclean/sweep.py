@@ -125,16 +125,15 @@ def reset_sweep(
     return rows
 
 
-def _meets_criterion(row: Mapping[str, float], kind: str, chance: float, mia_margin: float) -> str | None:
-    """Why ``row`` meets the reset-only criterion of ``kind``, or None."""
+def _judge(kind: str, forget_accuracy: float, mia: float, *, bound: float, bound_text: str,
+           mia_margin: float) -> tuple[bool, str]:
+    """The forgetting criterion of ``kind`` (module doc), shared by the reset-only choice and the verification."""
     if kind == "samples":
-        if abs(row["mia_loss_lr"] - 0.5) <= mia_margin:
-            return f"loss-MIA {row['mia_loss_lr']:.3f} within {mia_margin} of 0.5"
-        return None
-    if row["forget_accuracy"] <= chance:
-        what = "forget accuracy" if kind == "class" else "agreement with the given (noisy) labels"
-        return f"{what} {row['forget_accuracy']:.3f} <= chance {chance:.3f}"
-    return None
+        passed = abs(mia - 0.5) <= mia_margin
+        return passed, f"loss-MIA {mia:.3f} {'within' if passed else 'outside'} {mia_margin} of 0.5"
+    passed = forget_accuracy <= bound
+    what = "forget accuracy" if kind == "class" else "agreement with the given (noisy) labels"
+    return passed, f"{what} {forget_accuracy:.3f} {'<=' if passed else '>'} {bound_text}"
 
 
 def choose_top_fraction(
@@ -159,8 +158,9 @@ def choose_top_fraction(
     for i, row in enumerate(ordered):
         if row["retain_accuracy"] < retain_floor:
             continue
-        why = _meets_criterion(row, kind, chance, mia_margin)
-        if why is None:
+        passed, why = _judge(kind, row["forget_accuracy"], row["mia_loss_lr"], bound=chance,
+                             bound_text=f"chance {chance:.3f}", mia_margin=mia_margin)
+        if not passed:
             continue
         chosen = row
         for candidate in ordered[i + 1 : i + 1 + max(margin_steps, 0)]:
@@ -212,13 +212,8 @@ def verify_forgetting(
     val_out = collect_outputs(model, validation, image_processor=image_processor, batch_size=batch_size)
     forget_accuracy = float((forget_out.predictions == forget_out.labels).mean())
     mia = float(mia_loss_lr(forget_out.losses, val_out.losses, seed=seed)["accuracy"])
-    if kind == "samples":
-        passed = abs(mia - 0.5) <= mia_margin
-        reason = f"loss-MIA {mia:.3f} {'within' if passed else 'outside'} {mia_margin} of 0.5"
-    else:
-        passed = forget_accuracy <= tolerance
-        what = "forget accuracy" if kind == "class" else "agreement with the given (noisy) labels"
-        reason = f"{what} {forget_accuracy:.3f} {'<=' if passed else '>'} {tolerance}"
+    passed, reason = _judge(kind, forget_accuracy, mia, bound=tolerance, bound_text=f"{tolerance}",
+                            mia_margin=mia_margin)
     return {"passed": passed, "forget_accuracy": forget_accuracy, "mia_loss_lr": mia, "reason": reason,
             "validation_accuracy": float((val_out.predictions == val_out.labels).mean())}
 

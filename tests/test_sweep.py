@@ -175,3 +175,15 @@ def test_auto_settings_are_validated_with_the_field_name(tmp_path):
     for field, value in (("auto_kind", "typo"), ("auto_max_attempts", 0), ("auto_forget_tolerance", 1.5)):
         with pytest.raises(ValueError, match=field):
             DeepCleanConfig(output_dir=str(tmp_path), top_fraction="auto", **{field: value})
+
+
+def test_noisy_fraction_runs_declare_the_noisy_labels_criterion():
+    from hf_deepclean.commands.common import RunData, declared_auto_kind
+    from hf_deepclean.forget import ForgetSpec
+
+    def run(spec):
+        return RunData(train=None, test=None, forget=None, retain=None, spec=spec)
+
+    assert declared_auto_kind("infer", run(ForgetSpec(noisy_fraction=0.1))) == "noisy_labels"
+    assert declared_auto_kind("infer", run(ForgetSpec(labels=[3]))) == "infer"  # left to forget_kind's inference
+    assert declared_auto_kind("samples", run(ForgetSpec(noisy_fraction=0.1))) == "samples"  # an explicit choice wins

@@ -25,6 +25,16 @@ class RunData:
     spec: ForgetSpec | None
 
 
+def declared_auto_kind(auto_kind: str, data: RunData) -> str:
+    """``--auto_kind``, with ``infer`` made ``noisy_labels`` for a --noisy_fraction run.
+
+    The labels alone cannot tell mislabeled samples from a privacy request; the forget spec can.
+    """
+    if auto_kind == "infer" and data.spec is not None and data.spec.kind == "noisy_labels":
+        return "noisy_labels"
+    return auto_kind
+
+
 def load_run_data(data_args: DataArguments, forget_args: ForgetArguments | None, seed: int | None = None) -> RunData:
     """Load and split the data. ``seed`` is ignored: the split depends only on ``data_args.split_seed``."""
     del seed  # the training seed must never change which images are train and which are test

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
 from ..outputs import check_output_dir, run_folder
-from .common import carve_validation, load_model_for, load_processor_for, load_run_data
+from .common import carve_validation, declared_auto_kind, load_model_for, load_processor_for, load_run_data
 
 
 @dataclass
@@ -80,9 +80,8 @@ def run(argv: list[str]) -> int:
         )
         chosen = reason = None
         if not args.thresholds:
-            declared = "noisy_labels" if args.auto_kind == "infer" and forget_args.noisy_fraction else args.auto_kind
             chosen, reason = choose_top_fraction(
-                rows, kind=forget_kind(data.forget, data.retain, declared), num_classes=model.config.num_labels,
+                rows, kind=forget_kind(data.forget, data.retain, declared_auto_kind(args.auto_kind, data)), num_classes=model.config.num_labels,
                 margin_steps=args.auto_margin_steps,
             )
         table = sweep_markdown(rows, validation_source=source, chosen=chosen)

@@ -10,7 +10,7 @@ from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_ar
 from ..config import DeepCleanConfig
 from ..outputs import check_output_dir, run_folder
 from ..training import read_train_summary
-from .common import RunData, carve_validation, load_model_for, load_processor_for, load_run_data
+from .common import RunData, carve_validation, declared_auto_kind, load_model_for, load_processor_for, load_run_data
 
 logger = logging.getLogger(__name__)
 
@@ -101,8 +101,7 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     data = load_run_data(data_args, forget_args, seed=args.seed)
     validation = None
     if args.top_fraction == "auto":
-        if args.auto_kind == "infer" and forget_args.noisy_fraction:
-            args.auto_kind = "noisy_labels"  # the labels alone cannot tell mislabeled samples from a privacy request
+        args.auto_kind = declared_auto_kind(args.auto_kind, data)
         validation, source = carve_validation(data, seed=data_args.split_seed)
         logger.info("top_fraction=auto validation: %s.", source)
     model = load_model_for(data, model_args, seed=args.seed)
