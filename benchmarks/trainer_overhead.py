@@ -1,6 +1,7 @@
 """Masked DeepCleanTrainer step against a plain Trainer step: same model, same batches, one run.
 
     HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/trainer_overhead.py [--threads 1] [--fraction 0.1]
+    HF_HUB_OFFLINE=1 python benchmarks/trainer_overhead.py --model vit-b16 --device cuda [--bf16]
 
 Both trainers run the same number of optimizer steps on the same data, alternating A/B/A/B
 ``--repeats`` times; the ratio of the median step times is printed (target <= 1.10x). The masked
@@ -20,12 +21,12 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+from _common import MODELS, RandomImages, build_model, device_name, pick_device
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.selection import ParameterMask
 from hf_deepclean.trainer import DeepCleanTrainer
-from hf_deepclean.training import load_classifier
 
 
 class _StepTimer(TrainerCallback):
@@ -33,28 +34,24 @@ class _StepTimer(TrainerCallback):
         self.times, self._start = [], None
 
     def on_step_begin(self, args, state, control, **kwargs):
+        self._sync()
         self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
+        self._sync()  # a GPU step has only been queued when the loop reaches here
         self.times.append(time.perf_counter() - self._start)
 
-
-class _Random(torch.utils.data.Dataset):
-    def __init__(self, n, image_size, num_labels):
-        g = torch.Generator().manual_seed(0)
-        self.x = torch.randn(n, 3, image_size, image_size, generator=g)
-        self.y = torch.randint(0, num_labels, (n,), generator=g)
-
-    def __len__(self):
-        return len(self.y)
-
-    def __getitem__(self, i):
-        return {"pixel_values": self.x[i], "labels": int(self.y[i])}
+    @staticmethod
+    def _sync():
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--architecture", default="vit")
+    parser.add_argument("--model", choices=MODELS, default="tiny-vit")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto (a GPU when there is one)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast in both trainers")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--fraction", type=float, default=0.1)
@@ -63,12 +60,13 @@ def main() -> None:
     cli = parser.parse_args()
     if cli.threads:
         torch.set_num_threads(cli.threads)
-    base = load_classifier(None, num_labels=10, architecture=cli.architecture, seed=0)
-    data = _Random(cli.steps * cli.batch_size, 16, 10)
+    device = pick_device(cli.device)
+    base, image_size = build_model(cli.model)
+    data = RandomImages(cli.steps * cli.batch_size, image_size)
     g = torch.Generator().manual_seed(1)
     mask = ParameterMask({n: torch.rand(p.shape, generator=g) < cli.fraction for n, p in base.named_parameters()})
     common = dict(max_steps=cli.steps, per_device_train_batch_size=cli.batch_size, learning_rate=1e-3, weight_decay=0.1,
-                  max_grad_norm=1.0, use_cpu=True, disable_tqdm=True, report_to="none", logging_strategy="no",
+                  max_grad_norm=1.0, use_cpu=device.type == "cpu", bf16=cli.bf16, disable_tqdm=True, report_to="none", logging_strategy="no",
                   save_strategy="no", dataloader_pin_memory=False, remove_unused_columns=False)
     plain_times, masked_times = [], []
     with tempfile.TemporaryDirectory() as tmp:
@@ -89,9 +87,9 @@ def main() -> None:
             for run in ((run_plain, run_masked) if repeat % 2 == 0 else (run_masked, run_plain)):
                 run()
     plain, masked = statistics.median(plain_times), statistics.median(masked_times)
-    print(f"model: tiny {cli.architecture} ({sum(p.numel() for p in base.parameters()):,} weights), batch {cli.batch_size}, "
-          f"{cli.steps} steps x {cli.repeats} repeats, mask {mask.selected_fraction:.1%} of every tensor, "
-          f"threads {torch.get_num_threads()}")
+    print(f"model: {cli.model} ({sum(p.numel() for p in base.parameters()):,} weights, 3x{image_size}x{image_size}), "
+          f"batch {cli.batch_size}, {cli.steps} steps x {cli.repeats} repeats, mask {mask.selected_fraction:.1%} of every "
+          f"tensor, device {device_name(device)}{', bf16 autocast' if cli.bf16 else ''}, threads {torch.get_num_threads()}")
     print(f"plain Trainer step:        {plain * 1e3:8.2f} ms (median)")
     print(f"masked DeepClean step:     {masked * 1e3:8.2f} ms (median)")
     print(f"masked / plain:            {masked / plain:8.3f}x   (target <= 1.10x)")

@@ -1,4 +1,6 @@
-"""Launched on 2 CPU processes by test_fsdp2.py: DeepCleanTrainer under FSDP2 keeps frozen weights exact.
+"""Launched by test_fsdp2.py (2 CPU processes) and test_gpu.py (GPUs): DeepCleanTrainer under FSDP2 keeps frozen weights exact.
+
+    accelerate launch ... _fsdp2_worker.py OUTPUT_DIR {vit,resnet} [cpu|gpu]
 
 accelerate switches FSDP on only for GPU-like process types and silently runs DDP on CPU processes,
 so this worker turns on, after the Accelerator is built, exactly what accelerate sets on GPUs
@@ -7,6 +9,9 @@ real path: accelerate's fsdp2_prepare_model calls ``fully_shard`` (gloo, CPU mes
 recipes/accelerate/fsdp2.yaml, Trainer's loop trains the DTensor shards, DeepClean's callback binds the
 mask to them, and the model is gathered and written as `hf-deepclean unlearn` does; the checks run on
 the written model, reloaded with from_pretrained.
+
+In ``gpu`` mode accelerate turns FSDP on itself; the run then also uses bf16 mixed precision and writes
+Trainer's own checkpoints every 2 steps, whose frozen weights are checked too.
 """
 
 import json
@@ -14,7 +19,9 @@ import os
 import sys
 from pathlib import Path
 
+import torch
 import yaml
+from safetensors.torch import load_file
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from torch.distributed.tensor import DTensor
 
@@ -45,17 +52,31 @@ def recipe_fsdp_config() -> dict:
     return dict(config["fsdp_config"])
 
 
+def count_changes(weights: dict, original: dict, mask: ParameterMask) -> tuple[int, int]:
+    """(frozen entries changed, selected entries changed) of ``weights`` against ``original``."""
+    frozen_changed = selected_changed = 0
+    for name, value in weights.items():
+        if name not in original:
+            continue  # BatchNorm buffers in a checkpoint
+        diff = value.detach().cpu() != original[name]
+        frozen_changed += int((diff & ~mask[name]).sum())
+        selected_changed += int((diff & mask[name]).sum())
+    return frozen_changed, selected_changed
+
+
 if __name__ == "__main__":
     output_dir, arch = sys.argv[1], sys.argv[2]
+    on_gpu = len(sys.argv) > 3 and sys.argv[3] == "gpu"
     model = load_classifier(None, num_labels=4, architecture=arch, seed=0)
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    gpu_settings = dict(bf16=torch.cuda.is_available(), save_strategy="steps", save_steps=2) if on_gpu else dict(save_strategy="no")
     args = DeepCleanConfig(
         output_dir=output_dir, top_fraction=0.1, num_train_epochs=1, per_device_train_batch_size=4,
         weight_decay=0.1, gradient_accumulation_steps=2, max_grad_norm=1.0, learning_rate=1e-2,
-        disable_tqdm=True, report_to="none", logging_strategy="no", save_strategy="no", fisher_batch_size=8,
-        fsdp="full_shard", fsdp_config=recipe_fsdp_config(),
+        disable_tqdm=True, report_to="none", logging_strategy="no", fisher_batch_size=8,
+        fsdp="full_shard", fsdp_config=recipe_fsdp_config(), **gpu_settings,
     )
-    trainer = CpuFsdp2Trainer(model, args, train_dataset=random_dataset(48, (3, 16, 16), 4, seed=0), forget_dataset=random_dataset(12, (3, 16, 16), 4, seed=1))
+    trainer = (DeepCleanTrainer if on_gpu else CpuFsdp2Trainer)(model, args, train_dataset=random_dataset(48, (3, 16, 16), 4, seed=0), forget_dataset=random_dataset(12, (3, 16, 16), 4, seed=1))
     trainer.unlearn()
     sharded = sum(isinstance(p, DTensor) for p in trainer.model.parameters())
     unlearned = trainer.unsharded_model()  # every process takes part, as in `hf-deepclean unlearn`
@@ -65,14 +86,18 @@ if __name__ == "__main__":
         trainer.save_unlearning_artifacts(output_dir)
         saved = dict(AutoModelForImageClassification.from_pretrained(output_dir).named_parameters())
         mask = ParameterMask.load(Path(output_dir) / MASK_FILE)
-        frozen_changed = selected_changed = 0
-        for name, value in saved.items():
-            diff = value.detach() != original[name]
-            frozen_changed += int((diff & ~mask[name]).sum())
-            selected_changed += int((diff & mask[name]).sum())
+        frozen_changed, selected_changed = count_changes(saved, original, mask)
         result = {"sharded": sharded, "num_params": len(saved), "frozen_changed": frozen_changed,
                   "selected_changed": selected_changed, "num_selected": mask.num_selected,
-                  "bound": trainer._gradient_mask.num_sharded_tensors, "steps": trainer.state.global_step}
+                  "bound": trainer._gradient_mask.num_sharded_tensors, "steps": trainer.state.global_step,
+                  "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "checkpoints": {}}
+        for checkpoint in sorted(Path(output_dir).glob("checkpoint-*")):
+            files = sorted(p.name for p in checkpoint.iterdir())
+            entry = {"files": files}
+            if "model.safetensors" in files:
+                entry["frozen_changed"], entry["selected_changed"] = count_changes(
+                    load_file(checkpoint / "model.safetensors"), original, mask)
+            result["checkpoints"][checkpoint.name] = entry
         print(json.dumps(result))
         with open(f"{output_dir}/fsdp2_result.json", "w") as f:
             json.dump(result, f)

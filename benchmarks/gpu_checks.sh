@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The GPU checks in one run, for a machine with a CUDA GPU (CI has none): the GPU tests (bf16 masking,
+# FSDP2 on one GPU with bf16 and Trainer checkpoints), then the Fisher and trainer benchmarks on ViT-B/16
+# (built from its config, CIFAR-sized random data upsampled to 224). Run from the repository root:
+#
+#     bash benchmarks/gpu_checks.sh [LOG_DIR]        # PYTHON=python3 by default
+#
+# Each step has its own time limit, so one that hangs cannot take the others' time; the logs go to LOG_DIR.
+set -uo pipefail
+log=${1:-gpu_checks}
+py=${PYTHON:-python3}
+mkdir -p "$log"
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+
+step() {  # step NAME SECONDS COMMAND...: run COMMAND with a limit, output to the terminal and LOG_DIR/NAME.txt
+    local name=$1 limit=$2; shift 2
+    echo "=== $name ($(date +%T))"
+    timeout "$limit" "$@" 2>&1 | tee "$log/$name.txt"
+    echo "=== $name: exit ${PIPESTATUS[0]}"
+}
+
+step environment 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $py -c \
+'import torch, transformers, accelerate, datasets; print(\"torch\", torch.__version__, \"transformers\", transformers.__version__, \"accelerate\", accelerate.__version__, \"datasets\", datasets.__version__)'"
+step tests 200 "$py" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider -rA -s
+step fisher 120 "$py" benchmarks/fisher_speed.py --model vit-b16 --device cuda --num_samples 1024 --batch_size 32 \
+    --chunk_size 32 --loop_samples 64 --repeats 2
+step trainer_fp32 90 "$py" benchmarks/trainer_overhead.py --model vit-b16 --device cuda --steps 30 --repeats 3
+step trainer_bf16 90 "$py" benchmarks/trainer_overhead.py --model vit-b16 --device cuda --steps 30 --repeats 3 --bf16
