@@ -84,6 +84,8 @@ class DeepCleanTrainer(Trainer):
         # An accelerate config switches the engines on without touching args.
         self._check_distributed_support(
             fsdp=self.is_fsdp_enabled, fsdp_version=self._fsdp_version(), deepspeed=self.is_deepspeed_enabled)
+        if self.is_fsdp_enabled:
+            self._check_fsdp2_precision(self.model, self.accelerator.mixed_precision)
         self.forget_dataset = self._prepare(forget_dataset)
         self.parameter_mask = parameter_mask
         self.fisher_forget = fisher_forget
@@ -118,6 +120,20 @@ class DeepCleanTrainer(Trainer):
                 f"DeepClean does not support FSDP version {fsdp_version}: FSDP1 flattens the parameters the element-wise "
                 "mask is bound to. Use FSDP2 (fsdp_config version 2, or fsdp_version: 2 in the accelerate config, as in "
                 "recipes/accelerate/fsdp2.yaml) or DDP instead."
+            )
+
+    @staticmethod
+    def _check_fsdp2_precision(model: torch.nn.Module, mixed_precision: str) -> None:
+        # Seen on an H200 (torch 2.11, accelerate 1.15): FSDP2's bf16 policy casts BatchNorm weights to bf16 but
+        # not their running statistics, and the backward pass stops with "Expected running_mean to have type
+        # BFloat16 but got Float". Refuse before the Fisher pass instead of failing after it.
+        if mixed_precision in ("bf16", "fp16") and any(
+                isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            raise ValueError(
+                f"FSDP2 with {mixed_precision} mixed precision fails on models with BatchNorm layers "
+                f"({type(model).__name__}): it casts their weights but not their running statistics. Launch with "
+                "--mixed_precision no (or mixed_precision: no in the accelerate config), or use DDP "
+                "(recipes/accelerate/multi_gpu_ddp.yaml), where bf16 autocast keeps BatchNorm in float32."
             )
 
     def _fsdp_version(self) -> int:

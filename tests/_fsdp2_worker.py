@@ -1,6 +1,6 @@
 """Launched by test_fsdp2.py (2 CPU processes) and test_gpu.py (GPUs): DeepCleanTrainer under FSDP2 keeps frozen weights exact.
 
-    accelerate launch ... _fsdp2_worker.py OUTPUT_DIR {vit,resnet} [cpu|gpu]
+    accelerate launch ... _fsdp2_worker.py OUTPUT_DIR {vit,resnet} [cpu|gpu] [bf16|no]
 
 accelerate switches FSDP on only for GPU-like process types and silently runs DDP on CPU processes,
 so this worker turns on, after the Accelerator is built, exactly what accelerate sets on GPUs
@@ -10,8 +10,8 @@ recipes/accelerate/fsdp2.yaml, Trainer's loop trains the DTensor shards, DeepCle
 mask to them, and the model is gathered and written as `hf-deepclean unlearn` does; the checks run on
 the written model, reloaded with from_pretrained.
 
-In ``gpu`` mode accelerate turns FSDP on itself; the run then also uses bf16 mixed precision and writes
-Trainer's own checkpoints every 2 steps, whose frozen weights are checked too.
+In ``gpu`` mode accelerate turns FSDP on itself; the run then uses the given mixed precision (bf16 by
+default) and writes Trainer's own checkpoints every 2 steps, whose frozen weights are checked too.
 """
 
 import json
@@ -21,7 +21,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from safetensors.torch import load_file
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from torch.distributed.tensor import DTensor
 
@@ -67,9 +66,10 @@ def count_changes(weights: dict, original: dict, mask: ParameterMask) -> tuple[i
 if __name__ == "__main__":
     output_dir, arch = sys.argv[1], sys.argv[2]
     on_gpu = len(sys.argv) > 3 and sys.argv[3] == "gpu"
+    bf16 = on_gpu and torch.cuda.is_available() and (len(sys.argv) <= 4 or sys.argv[4] == "bf16")
     model = load_classifier(None, num_labels=4, architecture=arch, seed=0)
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
-    gpu_settings = dict(bf16=torch.cuda.is_available(), save_strategy="steps", save_steps=2) if on_gpu else dict(save_strategy="no")
+    gpu_settings = dict(bf16=bf16, save_strategy="steps", save_steps=2) if on_gpu else dict(save_strategy="no")
     args = DeepCleanConfig(
         output_dir=output_dir, top_fraction=0.1, num_train_epochs=1, per_device_train_batch_size=4,
         weight_decay=0.1, gradient_accumulation_steps=2, max_grad_norm=1.0, learning_rate=1e-2,
@@ -95,8 +95,14 @@ if __name__ == "__main__":
             files = sorted(p.name for p in checkpoint.iterdir())
             entry = {"files": files}
             if "model.safetensors" in files:
-                entry["frozen_changed"], entry["selected_changed"] = count_changes(
-                    load_file(checkpoint / "model.safetensors"), original, mask)
+                # from_pretrained, not the raw file: transformers writes some models under their legacy key names
+                weights = dict(AutoModelForImageClassification.from_pretrained(checkpoint).named_parameters())
+                entry["num_tensors"] = len(weights)
+                entry["unknown_names"] = sorted(set(weights) - set(original))[:5]
+                entry["missing_names"] = sorted(set(original) - set(weights))[:5]
+                entry["frozen_changed"], entry["selected_changed"] = count_changes(weights, original, mask)
+                entry["entries_differing_from_final"] = sum(
+                    int((weights[n].float() != saved[n].detach().float()).sum()) for n in weights if n in saved)
             result["checkpoints"][checkpoint.name] = entry
         print(json.dumps(result))
         with open(f"{output_dir}/fsdp2_result.json", "w") as f:

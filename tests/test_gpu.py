@@ -27,8 +27,8 @@ def _frozen_and_selected_changes(model, original, mask):
     frozen = selected = 0
     for name, param in model.named_parameters():
         diff = param.detach().cpu() != original[name]
-        frozen += int((diff & ~mask[name]).sum())
-        selected += int((diff & mask[name]).sum())
+        frozen += int((diff & ~mask[name].cpu()).sum())
+        selected += int((diff & mask[name].cpu()).sum())
     return frozen, selected
 
 
@@ -68,14 +68,21 @@ def test_bf16_weights_on_gpu_keep_frozen_weights_exact(tmp_path):
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("arch", ["vit", "resnet"])
-def test_fsdp2_on_one_gpu_bf16_with_trainer_checkpoints(tmp_path, arch):
-    """recipes/accelerate/fsdp2.yaml on one GPU: accelerate's own FSDP2 path, bf16, Trainer's checkpoint saving."""
-    accelerate = [sys.executable, "-m", "accelerate.commands.launch"]
-    cmd = [*accelerate, "--config_file", str(ROOT / "recipes" / "accelerate" / "fsdp2.yaml"), "--num_processes", "1",
-           str(ROOT / "tests" / "_fsdp2_worker.py"), str(tmp_path), arch, "gpu"]
+@pytest.mark.parametrize("arch,precision", [("vit", "bf16"), ("resnet", "no"), ("resnet", "bf16")])
+def test_fsdp2_on_one_gpu_with_trainer_checkpoints(tmp_path, arch, precision):
+    """recipes/accelerate/fsdp2.yaml on one GPU: accelerate's own FSDP2 path, mixed precision, Trainer's checkpoints.
+
+    FSDP2 with bf16 on a BatchNorm model (the ResNet) must be refused up front with the way out in the message.
+    """
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+           str(ROOT / "recipes" / "accelerate" / "fsdp2.yaml"), "--num_processes", "1", "--mixed_precision", precision,
+           str(ROOT / "tests" / "_fsdp2_worker.py"), str(tmp_path), arch, "gpu", precision]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540)
+    if arch == "resnet" and precision == "bf16":
+        assert proc.returncode != 0
+        assert "FSDP2 with bf16 mixed precision fails on models with BatchNorm" in proc.stdout + proc.stderr
+        return
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "fsdp2_result.json").read_text())
     print(json.dumps(result))
@@ -85,4 +92,9 @@ def test_fsdp2_on_one_gpu_bf16_with_trainer_checkpoints(tmp_path, arch):
     assert result["selected_changed"] > 0.5 * result["num_selected"]
     assert result["checkpoints"], "Trainer wrote no checkpoint under FSDP2"
     for name, checkpoint in result["checkpoints"].items():
-        assert checkpoint.get("frozen_changed", 0) == 0, name
+        assert "model.safetensors" in checkpoint["files"], name
+        assert checkpoint["missing_names"] == checkpoint["unknown_names"] == [], name
+        assert checkpoint["frozen_changed"] == 0, name
+    # the last checkpoint is written at the last step: it must hold the final model
+    assert result["checkpoints"][max(result["checkpoints"], key=lambda n: int(n.split("-")[1]))][
+        "entries_differing_from_final"] == 0

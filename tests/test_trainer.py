@@ -253,3 +253,28 @@ def test_fsdp2_wrapping_sees_no_input_embeddings_only_while_wrapping(arch):
         assert model.get_input_embeddings() is model.vit.embeddings.patch_embeddings
     with _fsdp2_wrappable(None):  # not under FSDP: nothing to do
         pass
+
+
+@pytest.mark.parametrize("arch,precision,refused", [("resnet", "bf16", True), ("resnet", "no", False), ("vit", "bf16", False)])
+def test_fsdp2_mixed_precision_on_batchnorm_models_is_refused(tmp_path, monkeypatch, arch, precision, refused):
+    # Seen on an H200: FSDP2's bf16 policy leaves BatchNorm running statistics in float32 and the backward pass
+    # fails. accelerate only turns FSDP on for GPUs, so simulate what Trainer sees there (as above).
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from transformers import Trainer
+
+    original = Trainer.create_accelerator_and_postprocess
+
+    def with_fsdp2(self):
+        original(self)
+        self.accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
+        self.accelerator.state._mixed_precision = precision
+        self.is_fsdp_enabled = True
+
+    monkeypatch.setattr(Trainer, "create_accelerator_and_postprocess", with_fsdp2)
+    build = lambda: DeepCleanTrainer(_model(arch), _config(tmp_path), train_dataset=_samples(8, 0),  # noqa: E731
+                                     forget_dataset=_samples(4, 1))
+    if refused:
+        with pytest.raises(ValueError, match="FSDP2 with bf16 mixed precision fails on models with BatchNorm"):
+            build()
+    else:
+        assert build().accelerator.mixed_precision == precision
