@@ -70,13 +70,23 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
     assert auto["attempts"] and auto["attempts"][-1]["top_fraction"] == auto["chosen"] and auto["kind"] == "class"
     assert isinstance(auto["passes"], bool) and isinstance(auto["delta_test_accuracy"], float)
     assert "## Passing windows" in (out / "sensitivity.md").read_text()
+    # The noise floor: gold retrained on the same D_r with another seed, judged against gold.
+    (floor,) = summary["noise_floor"]
+    assert [p["seed"] for p in floor["per_seed"]] == summary["seeds"]
+    assert isinstance(floor["delta_test_accuracy"], float) and isinstance(floor["passes_mean"], bool)
+    assert "## Noise floor" in (out / "sensitivity.md").read_text()
+    reseeded = sorted(out.glob(f"models/*/seed{summary['seeds'][0]}/gold_*_reseeded"))
+    assert len(reseeded) == 1
+    from hf_deepclean.training import read_train_summary
+
+    assert read_train_summary(reseeded[0])["seed"] == summary["seeds"][0] + sens_mod.RESEED_OFFSET
 
     def no_compute(*args, **kwargs):
         raise AssertionError("a cached point was recomputed")
 
     import hf_deepclean.training as training
 
-    for name in ("deepclean", "ssd", "auto", "fast_vs_ssd"):
+    for name in ("deepclean", "ssd", "auto", "fast_vs_ssd", "gold_reseeded"):
         monkeypatch.setattr(sens_mod._Group, name, no_compute)
     monkeypatch.setattr(training, "train_classifier", no_compute)
     (out / "sensitivity.md").unlink()

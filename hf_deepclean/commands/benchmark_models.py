@@ -55,22 +55,27 @@ class ModelStore:
     def folder(self, model_key: str, seed: int, role: str) -> Path:
         return self.root / "models" / model_key / f"seed{seed}" / role
 
-    def load(self, model_key: str, architecture: str, seed: int, role: str, train_set) -> tuple[object, float]:
-        """The model trained on ``train_set`` for ``role`` (trained now if not cached) and its training seconds."""
+    def load(self, model_key: str, architecture: str, seed: int, role: str, train_set,
+             train_seed: int | None = None) -> tuple[object, float]:
+        """The model trained on ``train_set`` for ``role`` (trained now if not cached) and its training seconds.
+
+        ``train_seed`` (default ``seed``) seeds the initial weights and the batch order; ``seed`` names the folder.
+        """
         from ..training import default_training_arguments, read_train_summary, save_trained, train_classifier
 
         path = self.folder(model_key, seed, role)
+        train_seed = seed if train_seed is None else train_seed
         if not is_complete(path) or not read_train_summary(path):
-            self.log(f"training the {role} model ({model_key}, seed {seed}) on {len(train_set)} samples")
-            model = self._classifier(None, architecture, seed)
+            self.log(f"training the {role} model ({model_key}, seed {train_seed}) on {len(train_set)} samples")
+            model = self._classifier(None, architecture, train_seed)
             args = default_training_arguments(
                 str(self.scratch / "train"), num_train_epochs=self.bench.train_epochs,
-                learning_rate=self.bench.train_learning_rate, seed=seed, logging_strategy="no",
+                learning_rate=self.bench.train_learning_rate, seed=train_seed, logging_strategy="no",
             )
             with run_folder(path):
                 result = train_classifier(model, train_set, None, args, self.processor)
                 save_trained(result, self.processor, path, dataset=self.base["train"], train_samples=len(train_set),
-                             role=role, seed=seed)
+                             role=role, seed=train_seed)
         return self._classifier(str(path), architecture, seed), float(read_train_summary(path)["train_time_s"])
 
     def _classifier(self, path: str | None, architecture: str, seed: int):

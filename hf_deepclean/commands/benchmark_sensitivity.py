@@ -35,6 +35,8 @@ DEFAULT_FRACTIONS = [0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5]
 DEFAULT_SCENARIOS = ["class", "noisy_labels"]
 AUTO_KIND = {"class": "class", "noisy_labels": "noisy_labels", "random": "samples"}
 SENSITIVITY_DIR = "sensitivity"
+# The noise floor's retrain uses seed + RESEED_OFFSET, far from the benchmark's own seeds.
+RESEED_OFFSET = 1000
 
 
 @dataclass
@@ -178,6 +180,15 @@ class _Group:
         return _point(model, self.scenario, self.ctx.bench, self.seed, self.ctx.ref, method="ssd", param="alpha",
                       value=alpha, budget=None, time_s=imp_time + time.perf_counter() - start)
 
+    def gold_reseeded(self) -> dict:
+        """The gold model retrained on the same D_r with another seed (initial weights, batch order), judged like
+        every point against this seed's gold: how far two retrains differ, the noise floor under the targets."""
+        c = self.ctx
+        model, train_time = c.store.load(c.model_key, c.architecture, self.seed, f"gold_{self.scenario.name}_reseeded",
+                                         self.scenario.raw["retain"], train_seed=self.seed + RESEED_OFFSET)
+        return _point(model, self.scenario, c.bench, self.seed, c.ref, method="retrain_reseeded", param="seed",
+                      value=self.seed + RESEED_OFFSET, budget=None, time_s=train_time)
+
     def auto(self) -> dict:
         """``top_fraction="auto"`` run whole through DeepCleanTrainer (first choice, fine-tune, verification and
         retries), on a validation half carved off the test split; the final model is judged like every point.
@@ -269,9 +280,9 @@ def run_sensitivity(model_args, data_args, bench, sens: SensitivityArguments) ->
     if default_budget not in sens.sensitivity_epochs:
         default_budget = max(sens.sensitivity_epochs)
     entries = b._model_entries(model_args, bench)
-    per_group = len(sens.sensitivity_fractions) * len(sens.sensitivity_epochs) + len(sens.sensitivity_alphas) + 2
+    per_group = len(sens.sensitivity_fractions) * len(sens.sensitivity_epochs) + len(sens.sensitivity_alphas) + 3
     progress = b._Progress(len(entries) * len(bench.seeds) * len(bench.scenarios) * per_group, "sensitivity")
-    cells, autos, fast, base = [], [], [], None
+    cells, autos, fast, noise_floor, base = [], [], [], [], None
     with tempfile.TemporaryDirectory(prefix="hf_deepclean_sensitivity_") as scratch_dir:
         for model_key, architecture in entries:
             for seed in bench.seeds:
@@ -302,12 +313,14 @@ def run_sensitivity(model_args, data_args, bench, sens: SensitivityArguments) ->
                     cells += ssd_points
                     autos.append({**_cached(folder / "auto_verified.json", group.auto, progress, f"{where} top_fraction=auto"),
                                   **tag})
+                    noise_floor.append({**_cached(folder / "gold_reseeded.json", group.gold_reseeded, progress,
+                                                  f"{where} gold retrained with seed {seed + RESEED_OFFSET}"), **tag})
                     alpha = tuned_alpha(ssd_points)
                     fast.append({**_cached(folder / f"fast_vs_ssd_a{alpha:g}.json",
                                            lambda: group.fast_vs_ssd(alpha, sens.sensitivity_timing_repeats),
                                            progress, f"{where} deepclean_fast vs ssd alpha {alpha:g}"), **tag})
     summary = summarize(cells, [{k: v for k, v in a.items() if k != "reset_only_rows"} for a in autos], fast,
-                        list(bench.seeds), default_budget)
+                        list(bench.seeds), default_budget, noise_floor)
     summary["auto_reset_only_rows"] = [{k: a[k] for k in ("model", "scenario", "seed", "reset_only_rows")} for a in autos]
     summary["settings"] = {"fractions": sens.sensitivity_fractions, "epochs": sens.sensitivity_epochs,
                            "alphas": sens.sensitivity_alphas, "default_budget": default_budget,
