@@ -52,7 +52,7 @@ def test_window_contiguous_none_and_single():
 
 ARGS = ["--sensitivity", "--quick", "--architectures", "vit", "--seeds", "0", "--scenarios", "class",
         "--sensitivity_fractions", "0.05", "0.15", "--sensitivity_epochs", "0.5", "--sensitivity_alphas", "3", "10",
-        "--sensitivity_timing_repeats", "1"]
+        "--sensitivity_timing_repeats", "1", "--method_overrides", '{"deepclean_fast": {"max_steps": 4}}']
 
 
 def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
@@ -65,6 +65,8 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
     assert methods == {("deepclean", "top_fraction"), ("ssd", "alpha")}
     assert len(summary["rows"]) == 4 and len(summary["auto"]) == 1 and len(summary["fast_vs_ssd"]) == 1
     assert summary["fast_vs_ssd"][0]["time_ratio"] > 0
+    # --method_overrides reach the fast preset's runs too (the quick mode adds its bounded Fisher sample)
+    assert summary["fast_vs_ssd"][0]["settings"]["deepclean_fast"] == {"max_steps": 4, "fisher_max_samples": 48}
     auto = summary["auto"][0]
     # A whole auto run: its attempts end at the chosen fraction, and its own model is judged against gold.
     assert auto["attempts"] and auto["attempts"][-1]["top_fraction"] == auto["chosen"] and auto["kind"] == "class"

@@ -222,15 +222,18 @@ class _Group:
         from ..methods import METHODS
 
         splits = {k: self.scenario.ready[k] for k in ("forget", "retain")}
+        # --method_overrides apply here as in the benchmark's cells; the tuned alpha wins over SSD's.
+        settings = {"ssd": {**self.ctx.overrides.get("ssd", {}), "alpha": alpha},
+                    "deepclean_fast": dict(self.ctx.overrides.get("deepclean_fast", {}))}
+        if self.ctx.bench.quick:
+            settings["deepclean_fast"].setdefault("fisher_max_samples", 48)
         runs = {"ssd": [], "fast": []}
         for _ in range(repeats):
-            for key, name, settings in (("ssd", "ssd", {"alpha": alpha}), ("fast", "deepclean_fast", {})):
-                if self.ctx.bench.quick and name == "deepclean_fast":
-                    settings = {"fisher_max_samples": 48}
-                config = METHODS[name].make_config(self.ctx.scratch / name, **settings)
+            for key, name in (("ssd", "ssd"), ("fast", "deepclean_fast")):
+                config = METHODS[name].make_config(self.ctx.scratch / name, **settings[name])
                 result = METHODS[name](self.original(), splits, None, config, seed=self.seed)
                 runs[key].append((result.time_s, result.model))
-        out = {"seed": self.seed, "scenario": self.scenario.name, "alpha": alpha}
+        out = {"seed": self.seed, "scenario": self.scenario.name, "alpha": alpha, "settings": settings}
         for key, values in runs.items():
             best = min(t for t, _ in values)
             out[key] = _point(values[-1][1], self.scenario, self.ctx.bench, self.seed, self.ctx.ref,
