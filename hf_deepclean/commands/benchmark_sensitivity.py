@@ -99,7 +99,11 @@ def _point(model, scenario, bench, seed, ref, **info) -> dict:
 
 
 def carve_validation_half(test, seed: int):
-    """A seeded, stratified half of the (in-memory) test split, as ``common.carve_validation`` carves it."""
+    """A seeded, stratified half of the (in-memory, transformed) test split.
+
+    The same kind of split as ``common.carve_validation`` makes for ``unlearn`` and ``sweep``, drawn by its own
+    routine (that one needs the raw split's ``label`` column); the images differ, not the rule.
+    """
     from ..data import labels_of
 
     labels = labels_of(test)
