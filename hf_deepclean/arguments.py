@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .config import TinyModelTrainingArguments
+from .config import TinyModelTrainingArguments, fields_set_on_command_line
 from .data import DataError
 from .forget import ForgetSpec, read_ids_file
 
@@ -225,6 +225,18 @@ def known_option_names(dataclass_types) -> set[str]:
     return names
 
 
+def option_fields_in(argv: list[str], dataclass_types) -> set[str]:
+    """The dataclass fields that ``argv``'s flags set (aliases and ``--no_<flag>`` mapped to their field)."""
+    to_field = {}
+    for dtype in dataclass_types:
+        for f in fields(dtype):
+            if f.init:
+                to_field[f.name] = to_field[f"no_{f.name}"] = f.name
+                to_field.update({a.lstrip("-"): f.name for a in f.metadata.get("aliases", [])})
+    names = (token[2:].split("=", 1)[0] for token in argv if token.startswith("--"))
+    return {to_field[n] for n in names if n in to_field}
+
+
 def parse_arguments(dataclass_types, argv: list[str], *, prog: str | None = None, description: str | None = None):
     """Parse ``argv`` (with an optional ``--config file.yaml``) into instances of ``dataclass_types``."""
     from transformers import HfArgumentParser
@@ -239,7 +251,8 @@ def parse_arguments(dataclass_types, argv: list[str], *, prog: str | None = None
         argv = yaml_to_argv(config_path, known_option_names(dataclass_types)) + argv
     parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
     parser.add_argument("--config", help="YAML file of option: value pairs; flags given on the command line win.")
-    parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    with fields_set_on_command_line(option_fields_in(argv, dataclass_types)):
+        parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     *instances, remaining = parsed
     # --config comes back as an extra namespace; anything unknown is an error.
     instances = [x for x in instances if hasattr(x, "__dataclass_fields__")]

@@ -6,7 +6,11 @@ starts from (training the original and gold models, DeepClean's fine-tune, the b
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
+import functools
+from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -16,7 +20,7 @@ RESET_MODES = ("zero", "init", "none")
 NORM_POLICIES = ("init", "exclude", "same")
 FISHER_ESTIMATORS = ("empirical", "expected", "batch")
 AUTO_KINDS = ("infer", "class", "samples", "noisy_labels")
-# Presets fill only the fields left at their defaults (an explicit value always wins). "fast": the cheap
+# Presets fill only the fields nobody set (an explicit value always wins, even one equal to the default). "fast": the cheap
 # batch Fisher on a bounded seeded sample, a zero reset and a fine-tune of a few dozen steps; measured
 # on the tiny digits ViT and ResNet (class 3) against SSD at a tuned alpha, see BENCHMARKS.md.
 PRESETS = {
@@ -88,15 +92,14 @@ class DeepCleanConfig(TinyModelTrainingArguments):
         save_fisher: Also write the Fishers as ``_fisher_forget/_fisher_retain.safetensors``.
         overwrite_output_dir: Replace the contents of a non-empty ``output_dir``.
         preset: ``fast`` (see ``PRESETS``): batch Fisher on at most 256 seeded samples per set, zero
-            reset, 30 fine-tune steps (``max_steps``). It sets only the fields still at their defaults,
-            so anything you pass explicitly wins; a field passed *equal* to its default counts as
-            left at the default and takes the preset's value.
+            reset, 30 fine-tune steps (``max_steps``). It sets only the fields you did not pass: anything
+            passed as a keyword (Python) or a flag or YAML key (CLI) wins, even a value equal to the default.
     """
 
     preset: str | None = field(
         default=None,
         metadata={"help": "Settings preset: fast (batch Fisher on <= 256 samples, zero reset, 30 fine-tune steps). "
-                  "Fills only fields left at their defaults; explicit values win."},
+                  "Fills only the fields you did not set; explicit values win."},
     )
 
     threshold: float | None = field(
@@ -215,12 +218,48 @@ class DeepCleanConfig(TinyModelTrainingArguments):
             raise ValueError(f"auto_forget_tolerance={self.auto_forget_tolerance} must be in [0, 1].")
 
     def _apply_preset(self) -> None:
-        """Fill the fields still at their dataclass defaults with the preset's values (before validation)."""
+        """Fill the fields nobody set with the preset's values (before validation)."""
         if self.preset is None:
             return
         if self.preset not in PRESETS:
             raise ValueError(f"preset={self.preset!r} must be one of {sorted(PRESETS)} (or unset).")
+        explicit = getattr(self, "_explicit_fields", None)
         defaults = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
         for name, value in PRESETS[self.preset].items():
-            if name in defaults and getattr(self, name) == defaults[name]:
+            # Without a record of what was set (a subclass with its own __init__), a value equal to the default
+            # is taken as not set.
+            unset = name not in explicit if explicit is not None else getattr(self, name) == defaults.get(name)
+            if unset:
                 setattr(self, name, value)
+
+
+# Which fields were set: the keywords of a Python call, or the flags of a command line (arguments.parse_arguments
+# names them here, because HfArgumentParser passes every field, set or not).
+_FIELDS_SET_ON_COMMAND_LINE: contextvars.ContextVar[frozenset | None] = contextvars.ContextVar(
+    "fields_set_on_command_line", default=None)
+
+
+@contextmanager
+def fields_set_on_command_line(names: Iterable[str]):
+    """While parsing a command line: the fields its flags (and YAML keys) set, for the presets."""
+    token = _FIELDS_SET_ON_COMMAND_LINE.set(frozenset(names))
+    try:
+        yield
+    finally:
+        _FIELDS_SET_ON_COMMAND_LINE.reset(token)
+
+
+def _record_fields_set(cls):
+    generated = cls.__init__
+
+    @functools.wraps(generated)
+    def __init__(self, *args, **kwargs):
+        from_command_line = _FIELDS_SET_ON_COMMAND_LINE.get()
+        self._explicit_fields = frozenset(kwargs) if from_command_line is None else from_command_line
+        generated(self, *args, **kwargs)
+
+    cls.__init__ = __init__
+    return cls
+
+
+_record_fields_set(DeepCleanConfig)

@@ -20,6 +20,27 @@ def test_fast_preset_fills_defaults_but_not_user_set_fields(tmp_path):
     assert mine.fisher_max_samples == PRESETS["fast"]["fisher_max_samples"]
     plain = DeepCleanConfig(output_dir=str(tmp_path), top_fraction=0.05)
     assert (plain.fisher_estimator, plain.max_steps) == ("empirical", -1)
+    # A value passed equal to the default is still the user's choice, not the preset's.
+    same = DeepCleanConfig(output_dir=str(tmp_path), top_fraction=0.05, preset="fast", fisher_estimator="empirical")
+    assert (same.fisher_estimator, same.max_steps) == ("empirical", PRESETS["fast"]["max_steps"])
+    import dataclasses
+
+    assert dataclasses.replace(same, seed=3).fisher_estimator == "empirical"  # a copy keeps what was resolved
+
+
+def test_fast_preset_on_the_command_line_keeps_flags_and_yaml_keys_equal_to_defaults(tmp_path):
+    from hf_deepclean.arguments import parse_arguments
+
+    recipe = tmp_path / "fast.yaml"
+    recipe.write_text("preset: fast\nreset: zero\nmax_steps: -1\nnum_train_epochs: 1\n")
+    (config,) = parse_arguments([DeepCleanConfig], ["--config", str(recipe), "--output_dir", str(tmp_path),
+                                                    "--top_fraction", "0.1", "--fisher_estimator", "empirical"])
+    # flag and YAML key equal to the default win over the preset; what nobody set takes the preset's value
+    assert (config.fisher_estimator, config.max_steps) == ("empirical", -1)
+    assert config.fisher_max_samples == PRESETS["fast"]["fisher_max_samples"]
+    (plain,) = parse_arguments([DeepCleanConfig], ["--output_dir", str(tmp_path), "--top_fraction", "0.1",
+                                                   "--preset", "fast"])
+    assert (plain.fisher_estimator, plain.max_steps) == ("batch", PRESETS["fast"]["max_steps"])
 
 
 def test_unknown_preset_error_names_the_field(tmp_path):
@@ -95,3 +116,11 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
     assert bench_mod.run(ARGS + ["--output_dir", str(out)]) == 0
     assert json.loads((out / "sensitivity.json").read_text())["rows"] == summary["rows"]
     assert (out / "sensitivity.md").is_file()
+
+
+def test_option_fields_in_maps_aliases_negations_and_equals_forms():
+    from hf_deepclean.arguments import DataArguments, option_fields_in
+
+    argv = ["--image_column_name", "img", "--no_freeze_batchnorm_stats", "--fisher_estimator=batch", "pos", "--nope"]
+    assert option_fields_in(argv, [DataArguments, DeepCleanConfig]) == {
+        "image_column", "freeze_batchnorm_stats", "fisher_estimator"}
