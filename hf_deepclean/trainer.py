@@ -376,6 +376,12 @@ class DeepCleanTrainer(Trainer):
             report = report.to_dict()
         hyperparameters = {k: getattr(self.args, k) for k in (
             "threshold", "top_fraction", "fisher_estimator", "reset", "norm_policy", "num_train_epochs", "learning_rate")}
+        # Only when they apply, so the card never shows a budget that did not run: max_steps overrides the epochs.
+        optional = {"preset": self.args.preset, "max_steps": self.args.max_steps if self.args.max_steps > 0 else None,
+                    "fisher_max_samples": self.args.fisher_max_samples}
+        hyperparameters.update({k: v for k, v in optional.items() if v is not None})
+        if self.args.max_steps > 0:
+            del hyperparameters["num_train_epochs"]
         return record_from_report(report, hyperparameters=hyperparameters, **extra)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):

@@ -278,3 +278,15 @@ def test_fsdp2_mixed_precision_on_batchnorm_models_is_refused(tmp_path, monkeypa
             build()
     else:
         assert build().accelerator.mixed_precision == precision
+
+
+def test_card_records_the_budget_that_ran_and_the_preset(tmp_path):
+    trainer = DeepCleanTrainer(_model("vit"), _config(tmp_path, preset="fast", fisher_max_samples=None),
+                               train_dataset=_samples(8, 0), forget_dataset=_samples(4, 1))
+    hyper = trainer.card_record()["hyperparameters"]
+    # max_steps overrides the epochs, so the card shows the steps and not an epoch count that never ran
+    assert (hyper["preset"], hyper["max_steps"], hyper["fisher_estimator"]) == ("fast", 30, "batch")
+    assert "num_train_epochs" not in hyper and "fisher_max_samples" not in hyper  # passed explicitly as None
+    plain = DeepCleanTrainer(_model("vit"), _config(tmp_path), train_dataset=_samples(8, 0),
+                             forget_dataset=_samples(4, 1)).card_record()["hyperparameters"]
+    assert plain["num_train_epochs"] == 1 and not {"preset", "max_steps", "fisher_max_samples"} & set(plain)
