@@ -215,24 +215,25 @@ def yaml_to_argv(path: str | Path, known: set[str]) -> list[str]:
     return argv
 
 
-def known_option_names(dataclass_types) -> set[str]:
-    names = set()
-    for dtype in dataclass_types:
-        for f in fields(dtype):
-            if f.init:
-                names.add(f.name)
-                names.update(a.lstrip("-") for a in f.metadata.get("aliases", []))
-    return names
-
-
-def option_fields_in(argv: list[str], dataclass_types) -> set[str]:
-    """The dataclass fields that ``argv``'s flags set (aliases and ``--no_<flag>`` mapped to their field)."""
+def option_fields(dataclass_types) -> dict[str, str]:
+    """Each option name the command line accepts (field names and their aliases) -> the field it sets."""
     to_field = {}
     for dtype in dataclass_types:
         for f in fields(dtype):
             if f.init:
-                to_field[f.name] = to_field[f"no_{f.name}"] = f.name
+                to_field[f.name] = f.name
                 to_field.update({a.lstrip("-"): f.name for a in f.metadata.get("aliases", [])})
+    return to_field
+
+
+def known_option_names(dataclass_types) -> set[str]:
+    return set(option_fields(dataclass_types))
+
+
+def option_fields_in(argv: list[str], dataclass_types) -> set[str]:
+    """The dataclass fields that ``argv``'s flags set (aliases and ``--no_<flag>`` mapped to their field)."""
+    to_field = option_fields(dataclass_types)
+    to_field.update({f"no_{name}": name for name in set(to_field.values())})
     names = (token[2:].split("=", 1)[0] for token in argv if token.startswith("--"))
     return {to_field[n] for n in names if n in to_field}
 

@@ -1,4 +1,4 @@
-"""Tiny models and in-memory datasets shared by the Fisher tests and the distributed worker."""
+"""Tiny models, in-memory datasets and the weight-change count shared by the Fisher, trainer and GPU tests and the workers."""
 
 from __future__ import annotations
 
@@ -69,3 +69,17 @@ def tiny_vit(num_labels: int = 4, seed: int = 0):
         num_labels=num_labels,
     )
     return ViTForImageClassification(config)
+
+
+def count_weight_changes(weights, original: dict, mask) -> tuple[int, int]:
+    """(frozen entries changed, selected entries changed) of ``weights`` (name -> tensor, any device) against
+    ``original`` (on CPU); names missing from ``original`` (BatchNorm buffers of a checkpoint) are skipped."""
+    frozen_changed = selected_changed = 0
+    for name, value in weights.items():
+        if name not in original:
+            continue
+        diff = value.detach().cpu() != original[name]
+        selected = mask[name].cpu()
+        frozen_changed += int((diff & ~selected).sum())
+        selected_changed += int((diff & selected).sum())
+    return frozen_changed, selected_changed

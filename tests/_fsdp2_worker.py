@@ -27,7 +27,7 @@ from torch.distributed.tensor import DTensor
 from transformers import AutoModelForImageClassification
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _fisher_models import random_dataset  # noqa: E402
+from _fisher_models import count_weight_changes, random_dataset  # noqa: E402
 
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.data import load_image_processor
@@ -49,18 +49,6 @@ def recipe_fsdp_config() -> dict:
     """The FSDP settings of recipes/accelerate/fsdp2.yaml (wrap policy, resharding, loading), as Trainer reads them."""
     config = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes" / "accelerate" / "fsdp2.yaml").read_text())
     return dict(config["fsdp_config"])
-
-
-def count_changes(weights: dict, original: dict, mask: ParameterMask) -> tuple[int, int]:
-    """(frozen entries changed, selected entries changed) of ``weights`` against ``original``."""
-    frozen_changed = selected_changed = 0
-    for name, value in weights.items():
-        if name not in original:
-            continue  # BatchNorm buffers in a checkpoint
-        diff = value.detach().cpu() != original[name]
-        frozen_changed += int((diff & ~mask[name]).sum())
-        selected_changed += int((diff & mask[name]).sum())
-    return frozen_changed, selected_changed
 
 
 if __name__ == "__main__":
@@ -86,7 +74,7 @@ if __name__ == "__main__":
         trainer.save_unlearning_artifacts(output_dir)
         saved = dict(AutoModelForImageClassification.from_pretrained(output_dir).named_parameters())
         mask = ParameterMask.load(Path(output_dir) / MASK_FILE)
-        frozen_changed, selected_changed = count_changes(saved, original, mask)
+        frozen_changed, selected_changed = count_weight_changes(saved, original, mask)
         result = {"sharded": sharded, "num_params": len(saved), "frozen_changed": frozen_changed,
                   "selected_changed": selected_changed, "num_selected": mask.num_selected,
                   "bound": trainer._gradient_mask.num_sharded_tensors, "steps": trainer.state.global_step,
@@ -100,7 +88,7 @@ if __name__ == "__main__":
                 entry["num_tensors"] = len(weights)
                 entry["unknown_names"] = sorted(set(weights) - set(original))[:5]
                 entry["missing_names"] = sorted(set(original) - set(weights))[:5]
-                entry["frozen_changed"], entry["selected_changed"] = count_changes(weights, original, mask)
+                entry["frozen_changed"], entry["selected_changed"] = count_weight_changes(weights, original, mask)
                 entry["entries_differing_from_final"] = sum(
                     int((weights[n].float() != saved[n].detach().float()).sum()) for n in weights if n in saved)
             result["checkpoints"][checkpoint.name] = entry

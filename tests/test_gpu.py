@@ -14,22 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from _fisher_models import random_dataset
+from _fisher_models import count_weight_changes, random_dataset
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.trainer import DeepCleanTrainer
 from hf_deepclean.training import load_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
-
-
-def _frozen_and_selected_changes(model, original, mask):
-    frozen = selected = 0
-    for name, param in model.named_parameters():
-        diff = param.detach().cpu() != original[name]
-        frozen += int((diff & ~mask[name].cpu()).sum())
-        selected += int((diff & mask[name].cpu()).sum())
-    return frozen, selected
 
 
 def _unlearn_on_gpu(tmp_path, model, **overrides):
@@ -51,7 +42,7 @@ def test_bf16_autocast_on_gpu_keeps_frozen_weights_exact(tmp_path, arch):
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = _unlearn_on_gpu(tmp_path, model, bf16=True)
     assert next(model.parameters()).device.type == "cuda"
-    frozen, selected = _frozen_and_selected_changes(model, original, trainer.parameter_mask)
+    frozen, selected = count_weight_changes(dict(model.named_parameters()), original, trainer.parameter_mask)
     assert frozen == 0
     assert selected > 0.5 * trainer.parameter_mask.num_selected
 
@@ -62,7 +53,7 @@ def test_bf16_weights_on_gpu_keep_frozen_weights_exact(tmp_path):
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = _unlearn_on_gpu(tmp_path, model)
     assert next(model.parameters()).dtype == torch.bfloat16
-    frozen, selected = _frozen_and_selected_changes(model, original, trainer.parameter_mask)
+    frozen, selected = count_weight_changes(dict(model.named_parameters()), original, trainer.parameter_mask)
     assert frozen == 0
     assert selected > 0.5 * trainer.parameter_mask.num_selected
 

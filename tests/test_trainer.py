@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from _fisher_models import random_dataset
+from _fisher_models import count_weight_changes, random_dataset
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.masking import GradientMask, normalization_parameter_names, reset_selected_weights
 from hf_deepclean.selection import ParameterMask
@@ -30,12 +30,7 @@ def _config(tmp_path, **overrides):
 
 
 def _frozen_changes(model, original, mask):
-    changed_frozen, changed_selected = 0, 0
-    for name, param in model.named_parameters():
-        diff = param.detach() != original[name]
-        changed_frozen += int((diff & ~mask[name]).sum())
-        changed_selected += int((diff & mask[name]).sum())
-    return changed_frozen, changed_selected
+    return count_weight_changes(dict(model.named_parameters()), original, mask)
 
 
 @pytest.mark.parametrize("arch", ["vit", "resnet"])
