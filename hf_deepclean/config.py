@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import TrainingArguments
 
+from .masking import MASK_KERNELS
+
 RESET_MODES = ("zero", "init", "none")
 NORM_POLICIES = ("init", "exclude", "same")
 FISHER_ESTIMATORS = ("empirical", "expected", "batch")
@@ -89,6 +91,9 @@ class DeepCleanConfig(TinyModelTrainingArguments):
         exclude_parameters: Parameters matching these patterns are never selected.
         freeze_batchnorm_stats: Keep BatchNorm running statistics of layers with no selected weight
             fixed during the fine-tune (they are buffers, not weights; see the README).
+        mask_kernels: How the fine-tune keeps frozen weights exact: ``auto`` (default: one multi-tensor kernel
+            for all tensors on a GPU, a hook and a ``where`` per tensor on CPU), ``per_tensor`` or
+            ``multi_tensor``. Frozen weights stay bit-identical with each; only the speed differs.
         save_fisher: Also write the Fishers as ``_fisher_forget/_fisher_retain.safetensors``.
         overwrite_output_dir: Replace the contents of a non-empty ``output_dir``.
         preset: ``fast`` (see ``PRESETS``): batch Fisher on at most 256 seeded samples per set, zero
@@ -168,6 +173,10 @@ class DeepCleanConfig(TinyModelTrainingArguments):
     freeze_batchnorm_stats: bool = field(
         default=True, metadata={"help": "Keep BatchNorm running stats of layers with no selected weight fixed."}
     )
+    mask_kernels: str = field(
+        default="auto",
+        metadata={"help": "Masking kernels: auto (multi_tensor on GPU, per_tensor on CPU), per_tensor or multi_tensor."},
+    )
     save_fisher: bool = field(
         default=False, metadata={"help": "Also save the Fishers (_fisher_*.safetensors, kept out of Hub pushes)."}
     )
@@ -203,6 +212,8 @@ class DeepCleanConfig(TinyModelTrainingArguments):
             raise ValueError(f"reset={self.reset!r} must be one of {RESET_MODES}.")
         if self.norm_policy not in NORM_POLICIES:
             raise ValueError(f"norm_policy={self.norm_policy!r} must be one of {NORM_POLICIES}.")
+        if self.mask_kernels not in MASK_KERNELS:
+            raise ValueError(f"mask_kernels={self.mask_kernels!r} must be one of {MASK_KERNELS}.")
         for name in ("fisher_batch_size", "fisher_chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")

@@ -12,13 +12,27 @@ Three mechanisms, each for a reason:
   shard before clipping and the step;
 - after every optimizer step the frozen entries are restored from a snapshot, because AdamW's
   decoupled weight decay (and any momentum an optimizer keeps) moves weights whose gradient is zero.
+
+Two kernel strategies for the plain (not sharded) tensors, chosen by ``kernels``:
+
+- ``per_tensor``: one gradient hook and one ``where`` per partially selected tensor. Cheapest on CPU.
+- ``multi_tensor`` (:class:`BitMask`): after backward, one multi-tensor kernel zeroes the frozen gradient
+  entries of every tensor, and after the step two more put the frozen weights back. On a GPU a bf16 step is
+  short enough that ~200 hooks and ~200 ``where`` launches cost 6-13 ms per ViT-B/16 step; batching removes them.
+  Without hooks the gradients are masked when :meth:`GradientMask.mask_gradients` is called:
+  :class:`GradientMaskTrainerMixin` calls it after every backward (before clipping), and the optimizer masks
+  again before its step for code that does not.
+
+``auto`` (default) picks ``multi_tensor`` for tensors on a GPU and ``per_tensor`` otherwise; FSDP2 shards
+always use the per-tensor path.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
@@ -103,12 +117,77 @@ def _fresh_parameters(model: torch.nn.Module, seed: int) -> dict[str, torch.Tens
     return {n: p.detach() for n, p in fresh_model.named_parameters()}
 
 
-class GradientMask:
-    """Freeze every weight outside ``mask``; install with :meth:`attach`, undo with :meth:`detach`."""
+MASK_KERNELS = ("auto", "per_tensor", "multi_tensor")
 
-    def __init__(self, model: torch.nn.Module, mask: Mapping[str, torch.Tensor]):
+# The integer type of each element size: the multi-tensor path works on a tensor's bits, read as integers.
+_BITS_DTYPES = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _bits(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.detach().view(_BITS_DTYPES[tensor.element_size()])
+
+
+class BitMask:
+    """Zero the frozen gradient entries and restore the frozen weights of many tensors with multi-tensor kernels.
+
+    Works on bit patterns read as integers, grouped by (device, integer type): ``grad_bits *= keep`` (``keep`` is 1
+    on selected, 0 on frozen entries) leaves exactly +0.0 on frozen entries, even where the gradient was inf or NaN;
+    ``weight_bits = weight_bits * keep + frozen_bits`` (``frozen_bits``: the original bits on frozen entries, 0
+    elsewhere) writes back the exact original pattern (-0.0, inf and NaN included), since one of the two terms is
+    always 0 and integer arithmetic cannot round. Memory: two tensor-sized integer buffers per tensor.
+    """
+
+    def __init__(self, entries: Iterable[tuple[torch.nn.Parameter, torch.Tensor]]):
+        """``entries``: (parameter the optimizer updates, its frozen entries as a bool mask on the same device)."""
+        groups = defaultdict(lambda: ([], [], [], []))  # params, their bit views, keep, frozen bits
+        for param, frozen in entries:
+            bits = _bits(param)
+            keep = (~frozen).to(bits.dtype)
+            params, views, keeps, frozen_bits = groups[(bits.device, bits.dtype)]
+            params.append(param)
+            views.append(bits)
+            keeps.append(keep)
+            frozen_bits.append(bits * (1 - keep))
+        self._groups = list(groups.values())
+
+    @property
+    def num_tensors(self) -> int:
+        return sum(len(params) for params, *_ in self._groups)
+
+    @torch.no_grad()
+    def mask_gradients(self) -> None:
+        for params, _, keeps, _ in self._groups:
+            # Gradients are new tensors after every zero_grad(set_to_none=True), so their views are taken each time.
+            present = [(_bits(p.grad), keep) for p, keep in zip(params, keeps) if p.grad is not None]
+            if present:
+                grads, grad_keeps = zip(*present)
+                torch._foreach_mul_(list(grads), list(grad_keeps))
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for params, views, keeps, frozen_bits in self._groups:
+            for i, param in enumerate(params):
+                # Follow a storage swap (``param.data = ...``) instead of silently restoring the old storage.
+                if param.data_ptr() != views[i].data_ptr():
+                    views[i] = _bits(param)
+            torch._foreach_mul_(views, keeps)
+            torch._foreach_add_(views, frozen_bits)
+
+
+class GradientMask:
+    """Freeze every weight outside ``mask``; install with :meth:`attach`, undo with :meth:`detach`.
+
+    ``kernels``: ``auto``, ``per_tensor`` or ``multi_tensor`` (module docstring); frozen weights stay bit-identical
+    with each.
+    """
+
+    def __init__(self, model: torch.nn.Module, mask: Mapping[str, torch.Tensor], kernels: str = "auto"):
+        if kernels not in MASK_KERNELS:
+            raise ValueError(f"kernels={kernels!r} must be one of {MASK_KERNELS}.")
         self.model = model
+        self.kernels = kernels
         self.mask = {name: m.bool() for name, m in mask.items()}
+        self._bit_mask: BitMask | None = None
         self._gradient_handles: list = []
         self._step_handles: list = []
         # name -> (the tensor the optimizer updates, its frozen entries, their values); local shards under FSDP2
@@ -134,7 +213,23 @@ class GradientMask:
                 continue
             self._bind(name, param)
             self.num_partial_tensors += 1
+        self._batch_plain_tensors()
         return self
+
+    def _uses_multi_tensor(self, param: torch.Tensor) -> bool:
+        if isinstance(param, DTensor):
+            return False
+        return self.kernels == "multi_tensor" or (self.kernels == "auto" and param.device.type == "cuda")
+
+    def _batch_plain_tensors(self) -> None:
+        """Gather the tensors bound without a hook or snapshot (the multi-tensor path) into one :class:`BitMask`."""
+        batched = [(target, frozen) for target, frozen, values in self._frozen_values.values() if values is None]
+        self._bit_mask = BitMask(batched) if batched else None
+
+    @property
+    def num_multi_tensor(self) -> int:
+        """Partially selected tensors on the multi-tensor path."""
+        return self._bit_mask.num_tensors if self._bit_mask is not None else 0
 
     def bind_to_sharded_parameters(self) -> int:
         """Move the masking of partially selected tensors onto the DTensor shards FSDP2 put in their place.
@@ -153,6 +248,7 @@ class GradientMask:
                 raise KeyError(f"{name!r} is no longer a parameter after wrapping; cannot keep its frozen entries exact.")
             self._bind(name, param)
             self.num_sharded_tensors += isinstance(param, DTensor)
+        self._batch_plain_tensors()
         return self.num_sharded_tensors
 
     def _bind(self, name: str, param: torch.nn.Parameter) -> None:
@@ -166,6 +262,9 @@ class GradientMask:
                 target = param.to_local()
             self._gradient_handles.append(param.register_post_accumulate_grad_hook(
                 lambda p, frozen=frozen: p.grad.to_local().masked_fill_(frozen, 0)))
+        elif self._uses_multi_tensor(param):
+            self._frozen_values[name] = (param, ~self.mask[name].to(param.device), None)  # values kept by the BitMask
+            return
         else:
             frozen = ~self.mask[name].to(param.device)
             target = param
@@ -175,12 +274,30 @@ class GradientMask:
     @torch.no_grad()
     def restore_frozen(self, *_args, **_kwargs) -> None:
         """Put the frozen entries of partially selected tensors back (after an optimizer step)."""
+        if self._bit_mask is not None:
+            self._bit_mask.restore()
         for target, frozen, values in self._frozen_values.values():
-            torch.where(frozen, values, target, out=target)  # in place: no temporary the size of the tensor
+            if values is not None:  # None: restored by the BitMask above
+                torch.where(frozen, values, target, out=target)  # in place: no temporary the size of the tensor
 
-    def register_with(self, optimizer: torch.optim.Optimizer) -> None:
-        """Restore the frozen entries after every step of ``optimizer`` (unwraps accelerate's wrapper)."""
+    def mask_gradients(self, *_args, **_kwargs) -> None:
+        """Zero the frozen gradient entries of the multi-tensor path (the per-tensor path's hooks already did).
+
+        Call after backward and before clipping; :class:`GradientMaskTrainerMixin` does.
+        """
+        if self._bit_mask is not None:
+            self._bit_mask.mask_gradients()
+
+    def register_with(self, optimizer: torch.optim.Optimizer, *, mask_gradients_before_step: bool = True) -> None:
+        """Restore the frozen entries after every step of ``optimizer`` (unwraps accelerate's wrapper).
+
+        With ``mask_gradients_before_step`` the optimizer also masks the multi-tensor path's gradients before each
+        step, for training loops that do not call :meth:`mask_gradients` (their gradient clipping then sees frozen
+        entries; the weights stay exact either way).
+        """
         inner = getattr(optimizer, "optimizer", optimizer)
+        if mask_gradients_before_step and self._bit_mask is not None:
+            self._step_handles.append(inner.register_step_pre_hook(self.mask_gradients))
         self._step_handles.append(inner.register_step_post_hook(self.restore_frozen))
 
     def detach(self) -> None:
@@ -193,6 +310,30 @@ class GradientMask:
             if name in params:
                 params[name].requires_grad_(flag)
         self._frozen_values.clear()
+        self._bit_mask = None
+
+
+class GradientMaskTrainerMixin:
+    """For ``transformers.Trainer`` subclasses: a ``gradient_mask`` attribute, masked after every backward.
+
+    Put before ``Trainer`` in the bases. The optimizer restores frozen entries after each step, and each
+    ``training_step`` masks the multi-tensor path's gradients right after backward, so gradient clipping and the
+    logged gradient norm see the selected entries only (the per-tensor path's hooks already do that).
+    """
+
+    gradient_mask: GradientMask | None = None
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        if self.gradient_mask is not None:
+            self.gradient_mask.register_with(optimizer, mask_gradients_before_step=False)
+        return optimizer
+
+    def training_step(self, *args, **kwargs):
+        loss = super().training_step(*args, **kwargs)
+        if self.gradient_mask is not None:
+            self.gradient_mask.mask_gradients()
+        return loss
 
 
 def freeze_batchnorm_statistics(model: torch.nn.Module, mask: Mapping[str, torch.Tensor]) -> list:

@@ -20,7 +20,13 @@ from transformers import Trainer
 from .config import DeepCleanConfig
 from .data import IMAGE_COLUMN, collate_fn, with_image_transform
 from .fisher import fisher_diagonal
-from .masking import GradientMask, freeze_batchnorm_statistics, normalization_parameter_names, reset_selected_weights
+from .masking import (
+    GradientMask,
+    GradientMaskTrainerMixin,
+    freeze_batchnorm_statistics,
+    normalization_parameter_names,
+    reset_selected_weights,
+)
 from .selection import ParameterMask, select_parameters, threshold_sweep
 from .sharding import BindMaskToShards, fsdp2_wrappable, gather_unsharded
 from .training import live_objects_frozen
@@ -36,7 +42,7 @@ class SelectionError(ValueError):
     """A threshold that selects no weight, or a mask that cannot be used."""
 
 
-class DeepCleanTrainer(Trainer):
+class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
     """A ``transformers.Trainer`` that makes ``model`` forget ``forget_dataset`` with DeepClean.
 
     ``train_dataset`` is the retain set D_r and ``forget_dataset`` the forget set D_f; raw datasets
@@ -93,7 +99,7 @@ class DeepCleanTrainer(Trainer):
         self.unlearning_stats: dict = {}
         self.unlearning_report = None  # set it (an UnlearningReport or its dict) to put the evidence in the card
         self.auto_sweep: dict | None = None
-        self._gradient_mask: GradientMask | None = None
+        self.gradient_mask: GradientMask | None = None
 
     # ------------------------------------------------------------------ set-up
 
@@ -300,8 +306,8 @@ class DeepCleanTrainer(Trainer):
         num_reset = reset_selected_weights(
             model, mask, self.args.reset, norm_policy=self.args.norm_policy, seed=self.args.seed
         )
-        self._gradient_mask = GradientMask(model, mask).attach()
-        shard_binder = BindMaskToShards(lambda: self._gradient_mask) if self.is_fsdp_enabled else None
+        self.gradient_mask = GradientMask(model, mask, kernels=self.args.mask_kernels).attach()
+        shard_binder = BindMaskToShards(lambda: self.gradient_mask) if self.is_fsdp_enabled else None
         if shard_binder is not None:
             self.add_callback(shard_binder)
         bn_handles = freeze_batchnorm_statistics(model, mask) if self.args.freeze_batchnorm_stats else []
@@ -330,7 +336,9 @@ class DeepCleanTrainer(Trainer):
                 handle.remove()
             if shard_binder is not None:
                 self.remove_callback(shard_binder)
-            self._gradient_mask.detach()
+            # How the partially selected tensors were masked (FSDP2 shards always take the per-tensor hooks).
+            self.unlearning_stats["multi_tensor_masked_tensors"] = self.gradient_mask.num_multi_tensor
+            self.gradient_mask.detach()
 
     def _resolve_checkpoint(self, resume_from_checkpoint):
         if resume_from_checkpoint is True:
@@ -343,12 +351,6 @@ class DeepCleanTrainer(Trainer):
         return resume_from_checkpoint or None
 
     # ------------------------------------------------------------------ Trainer hooks
-
-    def create_optimizer(self, model=None):
-        optimizer = super().create_optimizer(model)
-        if self._gradient_mask is not None:
-            self._gradient_mask.register_with(optimizer)
-        return optimizer
 
     def unsharded_model(self) -> torch.nn.Module:
         """The model as a plain module that one process can run, save and evaluate on its own.

@@ -62,6 +62,7 @@ if __name__ == "__main__":
         output_dir=output_dir, top_fraction=0.1, num_train_epochs=1, per_device_train_batch_size=4,
         weight_decay=0.1, gradient_accumulation_steps=2, max_grad_norm=1.0, learning_rate=1e-2,
         disable_tqdm=True, report_to="none", logging_strategy="no", fisher_batch_size=8,
+        mask_kernels="multi_tensor",  # attach binds plain tensors to a BitMask; wrapping must move them to the shards
         fsdp="full_shard", fsdp_config=recipe_fsdp_config(), **gpu_settings,
     )
     trainer = (DeepCleanTrainer if on_gpu else CpuFsdp2Trainer)(model, args, train_dataset=random_dataset(48, (3, 16, 16), 4, seed=0), forget_dataset=random_dataset(12, (3, 16, 16), 4, seed=1))
@@ -77,7 +78,8 @@ if __name__ == "__main__":
         frozen_changed, selected_changed = count_weight_changes(saved, original, mask)
         result = {"sharded": sharded, "num_params": len(saved), "frozen_changed": frozen_changed,
                   "selected_changed": selected_changed, "num_selected": mask.num_selected,
-                  "bound": trainer._gradient_mask.num_sharded_tensors, "steps": trainer.state.global_step,
+                  "bound": trainer.gradient_mask.num_sharded_tensors,
+                  "multi_tensor": trainer.unlearning_stats["multi_tensor_masked_tensors"], "steps": trainer.state.global_step,
                   "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "checkpoints": {}}
         for checkpoint in sorted(Path(output_dir).glob("checkpoint-*")):
             files = sorted(p.name for p in checkpoint.iterdir())

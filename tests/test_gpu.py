@@ -36,12 +36,15 @@ def _unlearn_on_gpu(tmp_path, model, **overrides):
     return trainer
 
 
+@pytest.mark.parametrize("kernels", ["auto", "per_tensor"])
 @pytest.mark.parametrize("arch", ["vit", "resnet"])
-def test_bf16_autocast_on_gpu_keeps_frozen_weights_exact(tmp_path, arch):
+def test_bf16_autocast_on_gpu_keeps_frozen_weights_exact(tmp_path, arch, kernels):
     model = load_classifier(None, num_labels=4, architecture=arch, seed=0)
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
-    trainer = _unlearn_on_gpu(tmp_path, model, bf16=True)
+    trainer = _unlearn_on_gpu(tmp_path, model, bf16=True, mask_kernels=kernels)
     assert next(model.parameters()).device.type == "cuda"
+    multi_tensor = trainer.unlearning_stats["multi_tensor_masked_tensors"]
+    assert (multi_tensor > 0) if kernels == "auto" else (multi_tensor == 0)  # auto takes the multi-tensor path on GPU
     frozen, selected = count_weight_changes(dict(model.named_parameters()), original, trainer.parameter_mask)
     assert frozen == 0
     assert selected > 0.5 * trainer.parameter_mask.num_selected
@@ -53,6 +56,7 @@ def test_bf16_weights_on_gpu_keep_frozen_weights_exact(tmp_path):
     original = {n: p.detach().clone() for n, p in model.named_parameters()}
     trainer = _unlearn_on_gpu(tmp_path, model)
     assert next(model.parameters()).dtype == torch.bfloat16
+    assert trainer.unlearning_stats["multi_tensor_masked_tensors"] > 0  # int16 bit patterns
     frozen, selected = count_weight_changes(dict(model.named_parameters()), original, trainer.parameter_mask)
     assert frozen == 0
     assert selected > 0.5 * trainer.parameter_mask.num_selected
@@ -79,6 +83,7 @@ def test_fsdp2_on_one_gpu_with_trainer_checkpoints(tmp_path, arch, precision):
     print(json.dumps(result))
     assert result["sharded"] == result["num_params"]  # accelerate really sharded every parameter
     assert result["bound"] > 0
+    assert result["multi_tensor"] == 0  # shards take the per-tensor hooks, even where the GPU default is multi-tensor
     assert result["frozen_changed"] == 0
     assert result["selected_changed"] > 0.5 * result["num_selected"]
     assert result["checkpoints"], "Trainer wrote no checkpoint under FSDP2"

@@ -19,7 +19,7 @@ from transformers import Trainer
 
 from ..data import IMAGE_COLUMN, LABEL_COLUMN, collate_fn, labels_of, with_image_transform
 from ..config import TinyModelTrainingArguments
-from ..masking import GradientMask
+from ..masking import GradientMask, GradientMaskTrainerMixin
 from ..training import live_objects_frozen
 
 
@@ -166,21 +166,15 @@ def num_labels(model) -> int:
     return int(count)
 
 
-class MaskedTrainer(Trainer):
-    """A Trainer whose optimizer restores the frozen entries of ``gradient_mask`` after every step.
+class MaskedTrainer(GradientMaskTrainerMixin, Trainer):
+    """A Trainer that trains only the selected entries of ``gradient_mask`` (the mixin's restore and masking).
 
-    Attach the :class:`~hf_deepclean.masking.GradientMask` before ``train()`` and detach it after;
-    this hook only adds the post-step restore (AdamW's decoupled decay moves zero-gradient weights).
+    Attach the :class:`~hf_deepclean.masking.GradientMask` before ``train()`` and detach it after.
     """
 
     def __init__(self, *args, gradient_mask: GradientMask, **kwargs):
         super().__init__(*args, **kwargs)
         self.gradient_mask = gradient_mask
-
-    def create_optimizer(self, model=None):
-        optimizer = super().create_optimizer(model)
-        self.gradient_mask.register_with(optimizer)
-        return optimizer
 
 
 def train(trainer_class, model, args, train_dataset, processor=None, **trainer_kwargs) -> tuple[torch.nn.Module, float]:
