@@ -22,8 +22,8 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with a limit, output to th
 step environment 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $py -c \
 'import torch, transformers, accelerate, datasets; print(\"torch\", torch.__version__, \"transformers\", transformers.__version__, \"accelerate\", accelerate.__version__, \"datasets\", datasets.__version__)'"
 step tests 260 "$py" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider -rA -s
-step fisher 120 "$py" benchmarks/fisher_speed.py --model vit-b16 --device cuda --num_samples 1024 --batch_size 32 \
-    --chunk_size 32 --loop_samples 64 --repeats ${FISHER_REPEATS:-2}
 # Each trainer run times the plain step and the masked step with both masking kernels (per_tensor, multi_tensor).
 step trainer_bf16 150 "$py" benchmarks/trainer_overhead.py --model vit-b16 --device cuda --steps 30 --repeats 3 --bf16
 step trainer_fp32 150 "$py" benchmarks/trainer_overhead.py --model vit-b16 --device cuda --steps 30 --repeats 3
+step fisher 120 "$py" benchmarks/fisher_speed.py --model vit-b16 --device cuda --num_samples 1024 --batch_size 32 \
+    --chunk_size 32 --loop_samples 64 --repeats ${FISHER_REPEATS:-2}
