@@ -29,6 +29,7 @@ test-fast: venv
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/fisher_speed.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/trainer_overhead.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/mask_kernels.py
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info .pytest_cache

@@ -41,6 +41,8 @@ _EXPORTS = {
     "DeepCleanConfig": "config",
     "DeepCleanTrainer": "trainer",
     "GradientMask": "masking",
+    "GradientMaskTrainerMixin": "masking",
+    "BitMask": "masking",
     "reset_selected_weights": "masking",
     "train_classifier": "training",
     "load_classifier": "training",

@@ -62,7 +62,7 @@ if __name__ == "__main__":
         output_dir=output_dir, top_fraction=0.1, num_train_epochs=1, per_device_train_batch_size=4,
         weight_decay=0.1, gradient_accumulation_steps=2, max_grad_norm=1.0, learning_rate=1e-2,
         disable_tqdm=True, report_to="none", logging_strategy="no", fisher_batch_size=8,
-        mask_kernels="multi_tensor",  # attach binds plain tensors to a BitMask; wrapping must move them to the shards
+        # the default multi_tensor kernels bind the plain tensors to a BitMask at attach; wrapping must move them
         fsdp="full_shard", fsdp_config=recipe_fsdp_config(), **gpu_settings,
     )
     trainer = (DeepCleanTrainer if on_gpu else CpuFsdp2Trainer)(model, args, train_dataset=random_dataset(48, (3, 16, 16), 4, seed=0), forget_dataset=random_dataset(12, (3, 16, 16), 4, seed=1))

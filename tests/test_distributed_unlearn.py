@@ -4,8 +4,8 @@ Both runs use the digits ViT recipe on a small digits subset and a tiny ViT trai
 epochs here. They must give the same Fishers and the same mask, and the two-process run must keep
 every weight outside the mask bit-identical to the original model (DDP all-reduces the masked
 gradients; the frozen entries must survive that and AdamW's decay). The two-process run uses the
-multi-tensor masking kernels (the default on GPUs, where DDP mostly runs; masking after DDP's
-all-reduce), the one-process run the per-tensor hooks (the CPU default).
+default multi-tensor masking kernels (which mask after DDP's all-reduce), the one-process run the
+per-tensor hooks (which mask before it).
 """
 
 from __future__ import annotations
@@ -73,10 +73,11 @@ def _weights(folder: Path) -> dict[str, torch.Tensor]:
 def test_two_cpu_processes_match_one_and_keep_frozen_weights_exact(original):
     one, two = original / "one_process", original / "two_processes"
     # `hf-deepclean unlearn` (one process) runs alongside the documented two-process launch.
-    single = subprocess.Popen([sys.executable, "-m", "hf_deepclean.cli", *_unlearn_argv(original, one)],
+    single = subprocess.Popen([sys.executable, "-m", "hf_deepclean.cli", *_unlearn_argv(original, one),
+                               "--mask_kernels", "per_tensor"],
                               env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CPU_2PROC),
-              "-m", "hf_deepclean.cli", *_unlearn_argv(original, two), "--mask_kernels", "multi_tensor"]
+              "-m", "hf_deepclean.cli", *_unlearn_argv(original, two)]
     multi = subprocess.run(launch, env=_env(ACCELERATE_USE_CPU="1"), capture_output=True, text=True, timeout=280)
     single_log = single.communicate(timeout=280)[0]
     assert single.returncode == 0, single_log[-4000:]

@@ -1,7 +1,6 @@
 """The multi-tensor masking kernels (BitMask) against the per-tensor hooks: exact bits, identical training.
 
-The multi-tensor path is the default on GPUs; CI has none, so these tests force it on CPU
-(``kernels="multi_tensor"``, ``mask_kernels="multi_tensor"``). tests/test_gpu.py runs it on a GPU.
+Both paths are chosen explicitly here; the multi-tensor one is the default (tests/test_gpu.py runs both on a GPU).
 """
 
 import copy

@@ -61,7 +61,7 @@ def test_gradient_mask_handles_inf_gradients_and_weight_decay():
     layer = torch.nn.Linear(3, 2)
     before = layer.weight.detach().clone()
     mask = {"weight": torch.tensor([[True, False, False], [False, False, False]]), "bias": torch.zeros(2, dtype=torch.bool)}
-    gm = GradientMask(layer, mask).attach()
+    gm = GradientMask(layer, mask, kernels="per_tensor").attach()  # the hooks; test_masking_kernels.py: the BitMask
     assert not layer.bias.requires_grad
     opt = torch.optim.AdamW([p for p in layer.parameters() if p.requires_grad], lr=0.1, weight_decay=0.5)
     gm.register_with(opt)
