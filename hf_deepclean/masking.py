@@ -1,17 +1,16 @@
 """Reset the selected weights, then keep every other weight bit-for-bit frozen while training.
 
-Three mechanisms, each for a reason:
+The mechanisms, each for a reason:
 
 - tensors with no selected entry get ``requires_grad=False``: they leave the optimizer and DDP;
-- partially selected tensors get a gradient hook that zeroes the frozen entries before
-  accumulation, all-reduce, unscaling and clipping (so clipping sees the selected entries only);
-  ``masked_fill`` rather than ``g * mask`` because ``inf * 0`` is NaN;
+- in partially selected tensors the frozen gradient entries are zeroed before unscaling and clipping (so clipping
+  sees the selected entries only), never as ``g * mask``, because ``inf * 0`` is NaN;
 - under FSDP2 the parameters become DTensor shards when the model is wrapped (after :meth:`GradientMask.attach`),
   so :meth:`GradientMask.bind_to_sharded_parameters` moves the masking there: FSDP2 writes each shard's reduced
   gradient into ``.grad`` outside autograd and then runs its post-accumulate-grad hooks, which mask the local
   shard before clipping and the step;
-- after every optimizer step the frozen entries are restored from a snapshot, because AdamW's
-  decoupled weight decay (and any momentum an optimizer keeps) moves weights whose gradient is zero.
+- after every optimizer step the frozen entries are restored, because AdamW's decoupled weight decay (and any
+  momentum an optimizer keeps) moves weights whose gradient is zero.
 
 Two kernel strategies for the plain (not sharded) tensors, chosen by ``kernels``:
 
@@ -162,9 +161,13 @@ class BitMask:
             bits_dtype = views[0].dtype
             grads, grad_keeps = [], []
             for param, keep in zip(params, keeps):
-                if param.grad is not None:
-                    grads.append(param.grad.view(bits_dtype))
-                    grad_keeps.append(keep)
+                if param.grad is None:
+                    continue
+                if param.grad.dtype != param.dtype:  # allowed by a parameter's grad_dtype: the bits differ in size
+                    param.grad.masked_fill_(keep == 0, 0)
+                    continue
+                grads.append(param.grad.view(bits_dtype))
+                grad_keeps.append(keep)
             if grads:
                 torch._foreach_mul_(grads, grad_keeps)
 
