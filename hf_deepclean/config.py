@@ -93,8 +93,9 @@ class DeepCleanConfig(TinyModelTrainingArguments):
             fixed during the fine-tune (they are buffers, not weights; see the README).
         mask_kernels: How the fine-tune keeps frozen weights exact: ``multi_tensor`` (default: a few
             multi-tensor kernels per step for all tensors; faster) or ``per_tensor`` (a hook and a ``where`` per
-            tensor; less memory: 1.25x instead of 2x the partially selected tensors). Frozen weights stay
-            bit-identical with each and training gives the same weights; FSDP2 shards always use ``per_tensor``.
+            tensor; less memory: for float32 weights 1.25x instead of 2x the partially selected tensors). Frozen
+            weights stay bit-identical with each and training gives the same weights; FSDP2 shards always use
+            ``per_tensor``.
         save_fisher: Also write the Fishers as ``_fisher_forget/_fisher_retain.safetensors``.
         overwrite_output_dir: Replace the contents of a non-empty ``output_dir``.
         preset: ``fast`` (see ``PRESETS``): batch Fisher on at most 256 seeded samples per set, zero

@@ -143,3 +143,18 @@ def test_trainer_gives_the_same_model_with_either_kernels(tmp_path, arch):
         assert torch.equal(a.detach()[frozen], original[name][frozen]), name
         moved += int((a.detach()[~frozen] != original[name][~frozen]).sum())
     assert moved > 0
+
+
+def test_memory_of_each_path_is_what_the_docs_say():
+    # config.mask_kernels: for float32 weights, multi_tensor keeps 2x the partially selected tensors, per_tensor 1.25x.
+    layer = torch.nn.Linear(64, 32)
+    mask = {"weight": torch.rand(32, 64) < 0.5, "bias": torch.rand(32) < 0.5}
+    tensor_bytes = sum(p.numel() * p.element_size() for p in layer.parameters())
+    multi = GradientMask(layer, mask, kernels="multi_tensor").attach()
+    buffers = [t for _, _, keeps, frozen_bits in multi._bit_mask._groups for t in keeps + frozen_bits]
+    assert sum(t.numel() * t.element_size() for t in buffers) == 2 * tensor_bytes
+    multi.detach()
+    per = GradientMask(layer, mask, kernels="per_tensor").attach()
+    kept = [t for _, frozen, values in per._frozen_values.values() for t in (frozen, values)]
+    assert sum(t.numel() * t.element_size() for t in kept) == 1.25 * tensor_bytes
+    per.detach()
