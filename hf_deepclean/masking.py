@@ -196,10 +196,12 @@ class GradientMask:
         self.kernels = kernels
         self.mask = {name: m.bool() for name, m in mask.items()}
         self._bit_mask: BitMask | None = None
+        self._where_restores: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []  # the per-tensor path's
         self._gradient_handles: list = []
         self._step_handles: list = []
-        # name -> (the tensor the optimizer updates, its frozen entries, their values); local shards under FSDP2
-        self._frozen_values: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        # name -> (the tensor the optimizer updates, its frozen entries, their values, or None where the BitMask keeps
+        # them); local shards under FSDP2
+        self._frozen_values: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = {}
         self._original_requires_grad: dict[str, bool] = {}
         self.num_frozen_tensors = 0
         self.num_partial_tensors = 0
@@ -221,18 +223,15 @@ class GradientMask:
                 continue
             self._bind(name, param)
             self.num_partial_tensors += 1
-        self._batch_plain_tensors()
+        self._build_restores()
         return self
 
-    def _uses_multi_tensor(self, param: torch.Tensor) -> bool:
-        if isinstance(param, DTensor):
-            return False
-        return self.kernels == "multi_tensor"
-
-    def _batch_plain_tensors(self) -> None:
-        """Gather the tensors bound without a hook or snapshot (the multi-tensor path) into one :class:`BitMask`."""
+    def _build_restores(self) -> None:
+        """Split the bound tensors once, so each step's restore walks only its own path's tensors: those bound
+        without a snapshot go into one :class:`BitMask`, the others get a ``where`` each."""
         batched = [(target, frozen) for target, frozen, values in self._frozen_values.values() if values is None]
         self._bit_mask = BitMask(batched) if batched else None
+        self._where_restores = [entry for entry in self._frozen_values.values() if entry[2] is not None]
 
     @property
     def num_multi_tensor(self) -> int:
@@ -256,7 +255,7 @@ class GradientMask:
                 raise KeyError(f"{name!r} is no longer a parameter after wrapping; cannot keep its frozen entries exact.")
             self._bind(name, param)
             self.num_sharded_tensors += isinstance(param, DTensor)
-        self._batch_plain_tensors()
+        self._build_restores()
         return self.num_sharded_tensors
 
     def _bind(self, name: str, param: torch.nn.Parameter) -> None:
@@ -270,7 +269,7 @@ class GradientMask:
                 target = param.to_local()
             self._gradient_handles.append(param.register_post_accumulate_grad_hook(
                 lambda p, frozen=frozen: p.grad.to_local().masked_fill_(frozen, 0)))
-        elif self._uses_multi_tensor(param):
+        elif self.kernels == "multi_tensor":  # FSDP2 shards (above) always take the per-tensor hooks
             self._frozen_values[name] = (param, ~self.mask[name].to(param.device), None)  # values kept by the BitMask
             return
         else:
@@ -284,9 +283,8 @@ class GradientMask:
         """Put the frozen entries of partially selected tensors back (after an optimizer step)."""
         if self._bit_mask is not None:
             self._bit_mask.restore()
-        for target, frozen, values in self._frozen_values.values():
-            if values is not None:  # None: restored by the BitMask above
-                torch.where(frozen, values, target, out=target)  # in place: no temporary the size of the tensor
+        for target, frozen, values in self._where_restores:
+            torch.where(frozen, values, target, out=target)  # in place: no temporary the size of the tensor
 
     def mask_gradients(self, *_args, **_kwargs) -> None:
         """Zero the frozen gradient entries of the multi-tensor path (the per-tensor path's hooks already did).
@@ -319,6 +317,7 @@ class GradientMask:
                 params[name].requires_grad_(flag)
         self._frozen_values.clear()
         self._bit_mask = None
+        self._where_restores = []
 
 
 class GradientMaskTrainerMixin:
