@@ -53,16 +53,25 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def best_time(fn, repeats: int, device: torch.device, setup=lambda: None) -> float:
-    """Best of ``repeats`` wall times of ``fn(setup())``; waits for the GPU's queued work before reading the clock."""
-    best = float("inf")
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work (a no-op on CPU), so a wall clock read after it covers that work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def wall_times(fn, repeats: int, device: torch.device, setup=lambda: None) -> list[float]:
+    """The wall times of ``repeats`` calls of ``fn(setup())``, each with the GPU synchronised around it."""
+    times = []
     for _ in range(repeats):
         arg = setup()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         fn(arg)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        best = min(best, time.perf_counter() - start)
-    return best
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def best_time(fn, repeats: int, device: torch.device, setup=lambda: None) -> float:
+    """Best of ``repeats`` wall times of ``fn(setup())`` (the machine may be shared: the least disturbed run)."""
+    return min(wall_times(fn, repeats, device, setup))

@@ -14,27 +14,17 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _common import MODELS, build_model, device_name, pick_device
+from _common import MODELS, build_model, device_name, pick_device, wall_times
 
 from hf_deepclean.masking import GradientMask
 
 
-def _timed(fn, iterations: int, device: torch.device) -> float:
-    times = []
-    for _ in range(iterations):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[2:])  # the first calls warm up
+def _median_time(fn, iterations: int, device: torch.device) -> float:
+    return statistics.median(wall_times(lambda _: fn(), iterations, device)[2:])  # the first calls warm up
 
 
 def main() -> None:
@@ -62,8 +52,8 @@ def main() -> None:
             def mask_gradients():
                 for grad, f in zip(grads, frozen):
                     grad.masked_fill(f, 0)
-        masking = _timed(mask_gradients, cli.iterations, device)
-        restore = _timed(gradient_mask.restore_frozen, cli.iterations, device)
+        masking = _median_time(mask_gradients, cli.iterations, device)
+        restore = _median_time(gradient_mask.restore_frozen, cli.iterations, device)
         print(f"{kernels + ':':<14} gradient masking {masking * 1e3:7.3f} ms   restore {restore * 1e3:7.3f} ms   "
               f"total {(masking + restore) * 1e3:7.3f} ms per step")
         gradient_mask.detach()

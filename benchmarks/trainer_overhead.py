@@ -22,7 +22,7 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _common import MODELS, RandomImages, build_model, device_name, pick_device
+from _common import MODELS, RandomImages, build_model, device_name, pick_device, synchronize
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hf_deepclean.config import DeepCleanConfig
@@ -31,21 +31,16 @@ from hf_deepclean.trainer import DeepCleanTrainer
 
 
 class _StepTimer(TrainerCallback):
-    def __init__(self):
-        self.times, self._start = [], None
+    def __init__(self, device: torch.device):
+        self.device, self.times, self._start = device, [], None
 
     def on_step_begin(self, args, state, control, **kwargs):
-        self._sync()
+        synchronize(self.device)
         self._start = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._sync()  # a GPU step has only been queued when the loop reaches here
+        synchronize(self.device)  # a GPU step has only been queued when the loop reaches here
         self.times.append(time.perf_counter() - self._start)
-
-    @staticmethod
-    def _sync():
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -74,7 +69,7 @@ def main() -> None:
     times = {name: [] for name in ["plain", *cli.kernels]}
     with tempfile.TemporaryDirectory() as tmp:
         def run(name):
-            timer = _StepTimer()
+            timer = _StepTimer(device)
             if name == "plain":
                 trainer = Trainer(copy.deepcopy(base), TrainingArguments(output_dir=tmp, **common), train_dataset=data,
                                   callbacks=[timer])
