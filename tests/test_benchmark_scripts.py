@@ -1,18 +1,19 @@
 """The speed scripts in benchmarks/ still run and print every figure the README quotes (tiny settings; no timing asserted)."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from _two_processes import subprocess_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _run(script, *args):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT / "benchmarks", env=env,
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT / "benchmarks",
+                          env=subprocess_env(),
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc.stdout

@@ -10,13 +10,14 @@ per-tensor hooks (which mask before it).
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from _two_processes import subprocess_env
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "digits" / "vit" / "class.yaml"
@@ -51,8 +52,7 @@ def _unlearn_argv(root: Path, output_dir: Path) -> list[str]:
 
 
 def _env(**extra) -> dict:
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), **extra}
+    return subprocess_env(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", **extra)
 
 
 def _load(path: Path) -> dict[str, torch.Tensor]:

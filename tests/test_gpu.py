@@ -6,7 +6,6 @@ test_trainer.py, FSDP2 with gloo in test_fsdp2.py.
 """
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 import torch
 
 from _fisher_models import count_weight_changes, random_dataset
+from _two_processes import subprocess_env
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.trainer import DeepCleanTrainer
 from hf_deepclean.training import load_classifier
@@ -72,8 +72,7 @@ def test_fsdp2_on_one_gpu_with_trainer_checkpoints(tmp_path, arch, precision):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
            str(ROOT / "recipes" / "accelerate" / "fsdp2.yaml"), "--num_processes", "1", "--mixed_precision", precision,
            str(ROOT / "tests" / "_fsdp2_worker.py"), str(tmp_path), arch, "gpu", precision]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=540)
+    proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, timeout=540)
     if arch == "resnet" and precision == "bf16":
         assert proc.returncode != 0
         assert "FSDP2 with bf16 mixed precision fails on models with BatchNorm" in proc.stdout + proc.stderr
