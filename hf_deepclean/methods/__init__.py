@@ -19,7 +19,7 @@ changed in place (``retrain`` returns a new one).
 ``deepclean_init``      DeepClean resetting the selected weights to a fresh initialisation
 ``deepclean_none``      DeepClean without reset (masked fine-tune only)
 ``deepclean_batch``     DeepClean with the cheap batch Fisher estimator
-``deepclean_fast``      DeepClean's ``preset="fast"``: batch Fisher on <= 256 samples, zero reset, 30 steps
+``deepclean_fast``      DeepClean's ``preset="fast"``: batch Fisher on <= 512 samples, zero reset, 30 steps
 ======================  ==========================================================================
 """
 
