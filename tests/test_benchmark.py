@@ -66,6 +66,48 @@ def test_rerun_reuses_cells_and_cached_models(first_run, monkeypatch, capsys):
     assert "all 1 cells cached" not in capsys.readouterr().out  # one of the two cells was new
 
 
+def test_rerun_recomputes_a_cell_whose_method_settings_changed(first_run, monkeypatch, capsys):
+    """A cached cell records its method's effective settings; one computed under other defaults (an older version
+    of the package, another preset) is recomputed, while one from before settings were recorded is reused."""
+    cells = first_run / "cells" / "vit" / "class" / "seed0"
+    stale = json.loads((cells / "deepclean.json").read_text())
+    assert stale["method_settings"]["top_fraction"] == 0.15 and "output_dir" not in stale["method_settings"]
+    stale["method_settings"]["top_fraction"] = 0.3
+    (cells / "deepclean.json").write_text(json.dumps(stale))
+    unrecorded = json.loads((cells / "original.json").read_text())
+    del unrecorded["method_settings"]
+    (cells / "original.json").write_text(json.dumps(unrecorded))
+    computed = []
+    real_run_cell = bench_mod.run_cell
+
+    def counting_run_cell(method_name, *args, **kwargs):
+        computed.append(method_name)
+        return real_run_cell(method_name, *args, **kwargs)
+
+    monkeypatch.setattr(bench_mod, "run_cell", counting_run_cell)
+    assert bench_mod.run(ARGS + ["--methods", "deepclean", "original", "--output_dir", str(first_run)]) == 0
+    assert computed == ["deepclean"]
+    assert "recomputing seed0/deepclean.json: its method settings changed (top_fraction)" in capsys.readouterr().out
+    assert json.loads((cells / "deepclean.json").read_text())["method_settings"]["top_fraction"] == 0.15
+
+
+def test_method_settings_ignore_where_a_run_writes_and_see_a_changed_preset(tmp_path, monkeypatch):
+    from hf_deepclean import config as config_mod
+    from hf_deepclean.commands.benchmark_cache import changed_settings, method_settings
+    from hf_deepclean.methods import METHODS
+
+    fast = METHODS["deepclean_fast"]
+    today = method_settings(fast.make_config(tmp_path / "a"))
+    assert today == method_settings(fast.make_config(tmp_path / "b"))  # another output folder: same computation
+    monkeypatch.setitem(config_mod.PRESETS, "fast", {**config_mod.PRESETS["fast"], "fisher_max_samples": 256})
+    older = method_settings(fast.make_config(tmp_path / "a"))
+    assert changed_settings(older, today) == ["fisher_max_samples"]
+    assert changed_settings(None, today) == []  # written before settings were recorded: nothing to compare
+    assert changed_settings({"ssd": {"alpha": 3}}, {"ssd": {"alpha": 10}}) == ["ssd.alpha"]
+    assert changed_settings({"gone": 1}, {"new": 2}) == []  # a field only one version knows is not a change
+    assert method_settings(METHODS["ssd"].make_config(alpha=7))["alpha"] == 7 and method_settings(None) is None
+
+
 def test_rerun_with_other_settings_is_refused(first_run):
     from hf_deepclean.outputs import OutputDirError
 

@@ -117,6 +117,19 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
     assert json.loads((out / "sensitivity.json").read_text())["rows"] == summary["rows"]
     assert (out / "sensitivity.md").is_file()
 
+    # A point computed with other method settings (here: the fast preset's run with 9 steps) is recomputed,
+    # and only that one.
+    (point,) = out.glob("sensitivity/vit/class/seed0/fast_vs_ssd_a*.json")
+    stale = json.loads(point.read_text())
+    assert stale["method_settings"]["deepclean_fast"]["max_steps"] == 4
+    stale["method_settings"]["deepclean_fast"]["max_steps"] = 9
+    point.write_text(json.dumps(stale))
+    recomputed = []
+    monkeypatch.setattr(sens_mod._Group, "fast_vs_ssd", lambda self, *a: recomputed.append(a) or stale)
+    assert bench_mod.run(ARGS + ["--output_dir", str(out)]) == 0
+    assert len(recomputed) == 1
+    assert json.loads(point.read_text())["method_settings"]["deepclean_fast"]["max_steps"] == 4
+
 
 def test_option_fields_in_maps_aliases_negations_and_equals_forms():
     from hf_deepclean.arguments import DataArguments, option_fields_in

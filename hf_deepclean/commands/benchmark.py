@@ -21,6 +21,7 @@ from pathlib import Path
 
 from ..arguments import ConfigError, DataArguments, ModelArguments, parse_arguments
 from ..outputs import OutputDirError
+from .benchmark_cache import SETTINGS_KEY, method_settings, stale_reason
 from .benchmark_models import ModelStore, Scenario, build_scenario
 
 logger = logging.getLogger(__name__)
@@ -157,24 +158,35 @@ def reference(folder: Path, gold, gold_time: float, original, scenario, bench, p
     return data
 
 
+def method_config(method_name: str, bench, overrides: dict, scratch: Path):
+    """The config a cell runs ``method_name`` with (registry defaults, preset, overrides, --quick's budget); None
+    for ``retrain``, whose cell is the cached gold model."""
+    from ..methods import METHODS
+
+    if method_name == "retrain":
+        return None
+    method = METHODS[method_name]
+    settings = dict(overrides.get(method_name, {}))
+    if bench.quick:
+        fields = method.config_class.__dataclass_fields__
+        if "num_train_epochs" in fields:
+            settings.setdefault("num_train_epochs", QUICK["method_epochs"])
+        for key in ("fisher_max_samples",):
+            if key in fields:
+                settings.setdefault(key, QUICK[key])
+    return method.make_config(scratch / method_name, **settings)
+
+
 def run_cell(method_name, original, gold, gold_time, ref, scenario, bench, processor, seed, overrides, scratch) -> dict:
     """Unlearn with one method, evaluate, and return the cell's report dict (deltas against the cached gold)."""
     from ..methods import METHODS, MethodResult
 
     method = METHODS[method_name]
-    if method_name == "retrain":
+    config = method_config(method_name, bench, overrides, scratch)
+    if config is None:
         # the cached gold model is the retrained model: its time is the gold's training time
         result = MethodResult(gold, gold_time, {"time": {"fisher": None, "train": gold_time, "total": gold_time}})
     else:
-        settings = dict(overrides.get(method_name, {}))
-        if bench.quick:
-            fields = method.config_class.__dataclass_fields__
-            if "num_train_epochs" in fields:
-                settings.setdefault("num_train_epochs", QUICK["method_epochs"])
-            for key in ("fisher_max_samples",):
-                if key in fields:
-                    settings.setdefault(key, QUICK[key])
-        config = method.make_config(scratch / method_name, **settings)
         splits = {k: scenario.ready[k] for k in ("forget", "retain")}
         result = method(original, splits, processor, config, seed=seed)
     report = _evaluate(
@@ -192,6 +204,7 @@ def run_cell(method_name, original, gold, gold_time, ref, scenario, bench, proce
         "time_ratio": result.time_s / gold_time if gold_time else None,
         "extra": {k: v for k, v in result.extra.items() if k not in ("time", "selection")},
     }
+    report[SETTINGS_KEY] = method_settings(config)
     return report
 
 
@@ -269,11 +282,24 @@ def _cell_paths(out: Path, bench: BenchmarkArguments, model_key: str, seed: int,
     return {m: folder / f"{m}.json" for m in bench.methods}
 
 
+def _stale_cells(paths: dict[str, Path], bench, overrides: dict, progress) -> dict[str, Path]:
+    """The cells of ``paths`` to (re)compute: missing ones, and cached ones whose method settings changed."""
+    scratch = Path(tempfile.gettempdir()) / "hf_deepclean_benchmark_settings"
+    todo = {}
+    for method_name, path in paths.items():
+        reason = stale_reason(path, method_settings(method_config(method_name, bench, overrides, scratch)))
+        if reason is not None:
+            todo[method_name] = path
+            if reason != "missing":
+                progress(f"recomputing {path.parent.name}/{path.name}: {reason}")
+    return todo
+
+
 def run_group(model_args, data_args, bench, overrides, model_key, architecture, seed, progress, base=None) -> None:
     """Every missing cell of one (model, seed): train or load its originals and golds, run the methods."""
     out = Path(bench.output_dir).resolve()
-    pending = {s: _cell_paths(out, bench, model_key, seed, s) for s in bench.scenarios}
-    pending = {s: {m: p for m, p in paths.items() if not p.exists()} for s, paths in pending.items()}
+    pending = {s: _stale_cells(_cell_paths(out, bench, model_key, seed, s), bench, overrides, progress)
+               for s in bench.scenarios}
     if not any(pending.values()):
         return
     base, processor = base or _load_base(model_args, data_args, bench)

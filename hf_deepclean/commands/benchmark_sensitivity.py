@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..arguments import ConfigError
+from .benchmark_cache import SETTINGS_KEY, method_settings, stale_reason
 from .benchmark_models import ModelStore, build_scenario
 from .benchmark_sensitivity_summary import passes, plot, summarize, to_markdown
 
@@ -135,6 +136,36 @@ class _Group:
             settings.setdefault("fisher_max_samples", 48)
         return with_seed(METHODS["deepclean"].make_config(self.ctx.scratch / "deepclean", **settings), self.seed)
 
+    def ssd_config(self, **values):
+        from ..methods import METHODS
+
+        return METHODS["ssd"].make_config(**{**self.ctx.overrides.get("ssd", {}), **values})
+
+    def auto_values(self) -> dict:
+        return {"top_fraction": "auto", "auto_kind": AUTO_KIND[self.scenario.name]}
+
+    def fast_vs_ssd_settings(self, alpha: float) -> dict:
+        """The registry settings of the timed pair: --method_overrides as in the benchmark's cells, the tuned alpha
+        winning over SSD's."""
+        settings = {"ssd": {**self.ctx.overrides.get("ssd", {}), "alpha": alpha},
+                    "deepclean_fast": dict(self.ctx.overrides.get("deepclean_fast", {}))}
+        if self.ctx.bench.quick:
+            settings["deepclean_fast"].setdefault("fisher_max_samples", 48)
+        return settings
+
+    def settings(self, kind: str, **values) -> dict:
+        """The effective method settings a cached point of ``kind`` was computed with (benchmark_cache)."""
+        from ..methods import METHODS
+
+        if kind == "deepclean":
+            return method_settings(self.deepclean_config(**values))
+        if kind == "ssd":
+            return method_settings(self.ssd_config(**values))
+        if kind == "fast_vs_ssd":
+            return {name: method_settings(METHODS[name].make_config(self.ctx.scratch / name, **given))
+                    for name, given in self.fast_vs_ssd_settings(**values).items()}
+        raise ValueError(f"unknown sensitivity point kind {kind!r}")
+
     def fishers(self):
         from ..trainer import DeepCleanTrainer
 
@@ -165,11 +196,10 @@ class _Group:
     def ssd(self, alpha: float) -> dict:
         from ..data import collate_fn
         from ..fisher import fisher_diagonal
-        from ..methods import METHODS
         from ..methods.base import training_set
         from ..methods.ssd import dampen
 
-        config = METHODS["ssd"].make_config(**self.ctx.overrides.get("ssd", {}))
+        config = self.ssd_config(alpha=alpha)
         if self._importances is None:
             start = time.perf_counter()
             common = dict(estimator="batch", batch_size=config.batch_size, collate_fn=collate_fn, seed=self.seed,
@@ -203,12 +233,13 @@ class _Group:
         from ..methods.base import quiet
         from ..trainer import DeepCleanTrainer
 
-        kind = AUTO_KIND[self.scenario.name]
+        values = self.auto_values()
+        kind = values["auto_kind"]
         fisher_forget, fisher_retain, fisher_time = self.fishers()
         splits = self.scenario.ready
         validation = carve_validation_half(splits["test"], self.seed)
         trainer = DeepCleanTrainer(
-            self.original(), self.deepclean_config(top_fraction="auto", auto_kind=kind),
+            self.original(), self.deepclean_config(**values),
             train_dataset=splits["retain"], forget_dataset=splits["forget"], eval_dataset=validation,
             fisher_forget=fisher_forget, fisher_retain=fisher_retain,
         )
@@ -226,11 +257,7 @@ class _Group:
         from ..methods import METHODS
 
         splits = {k: self.scenario.ready[k] for k in ("forget", "retain")}
-        # --method_overrides apply here as in the benchmark's cells; the tuned alpha wins over SSD's.
-        settings = {"ssd": {**self.ctx.overrides.get("ssd", {}), "alpha": alpha},
-                    "deepclean_fast": dict(self.ctx.overrides.get("deepclean_fast", {}))}
-        if self.ctx.bench.quick:
-            settings["deepclean_fast"].setdefault("fisher_max_samples", 48)
+        settings = self.fast_vs_ssd_settings(alpha)
         runs = {"ssd": [], "fast": []}
         for _ in range(repeats):
             for key, name in (("ssd", "ssd"), ("fast", "deepclean_fast")):
@@ -255,12 +282,18 @@ def tuned_alpha(points: list[dict]) -> float:
     return min(passing or points, key=gap)["value"]
 
 
-def _cached(path: Path, compute, progress, label: str):
+def _cached(path: Path, compute, progress, label: str, settings: dict | None = None):
+    """The point at ``path``, computed unless cached with the same method ``settings`` (benchmark_cache)."""
     from .benchmark import _write_json
 
-    if path.exists():
+    reason = stale_reason(path, settings)
+    if reason is None:
         return json.loads(path.read_text(encoding="utf-8"))
+    if reason != "missing":
+        progress(f"recomputing {path.name}: {reason}")
     result = compute()
+    if settings is not None:
+        result[SETTINGS_KEY] = settings
     _write_json(path, result)
     progress.done += 1
     progress(label)
@@ -314,18 +347,22 @@ def run_sensitivity(model_args, data_args, bench, sens: SensitivityArguments) ->
                         for f in sens.sensitivity_fractions:
                             cells.append({**_cached(folder / f"deepclean_e{epochs:g}_f{f:g}.json",
                                                     lambda: group.deepclean(f, epochs), progress,
-                                                    f"{where} deepclean {epochs:g} ep, top_fraction {f:g}"), **tag})
+                                                    f"{where} deepclean {epochs:g} ep, top_fraction {f:g}",
+                                                    group.settings("deepclean", top_fraction=f, num_train_epochs=epochs)),
+                                          **tag})
                     ssd_points = [{**_cached(folder / f"ssd_a{a:g}.json", lambda: group.ssd(a), progress,
-                                             f"{where} ssd alpha {a:g}"), **tag} for a in sens.sensitivity_alphas]
+                                             f"{where} ssd alpha {a:g}", group.settings("ssd", alpha=a)), **tag}
+                                  for a in sens.sensitivity_alphas]
                     cells += ssd_points
-                    autos.append({**_cached(folder / "auto_verified.json", group.auto, progress, f"{where} top_fraction=auto"),
-                                  **tag})
+                    autos.append({**_cached(folder / "auto_verified.json", group.auto, progress, f"{where} top_fraction=auto",
+                                            group.settings("deepclean", **group.auto_values())), **tag})
                     noise_floor.append({**_cached(folder / "gold_reseeded.json", group.gold_reseeded, progress,
                                                   f"{where} gold retrained with seed {seed + RESEED_OFFSET}"), **tag})
                     alpha = tuned_alpha(ssd_points)
                     fast.append({**_cached(folder / f"fast_vs_ssd_a{alpha:g}.json",
                                            lambda: group.fast_vs_ssd(alpha, sens.sensitivity_timing_repeats),
-                                           progress, f"{where} deepclean_fast vs ssd alpha {alpha:g}"), **tag})
+                                           progress, f"{where} deepclean_fast vs ssd alpha {alpha:g}",
+                                           group.settings("fast_vs_ssd", alpha=alpha)), **tag})
     summary = summarize(cells, [{k: v for k, v in a.items() if k != "reset_only_rows"} for a in autos], fast,
                         list(bench.seeds), default_budget, noise_floor)
     summary["auto_reset_only_rows"] = [{k: a[k] for k in ("model", "scenario", "seed", "reset_only_rows")} for a in autos]
