@@ -15,6 +15,7 @@ import json
 import pytest
 
 from hf_deepclean.commands import benchmark as bench_mod
+from hf_deepclean.commands.benchmark_sensitivity_summary import passes
 
 NO_NOISY_WINDOW = pytest.mark.xfail(
     strict=True, reason="measured: no top fraction passes for noisy labels at the default 2-epoch fine-tune "
@@ -26,7 +27,7 @@ def sensitivity(tmp_path_factory):
     out = tmp_path_factory.mktemp("auto_window")
     argv = ["--sensitivity", "--architectures", "vit", "resnet", "--scenarios", "class", "noisy_labels",
             "--seeds", "0", "1", "2", "--sensitivity_fractions", "0.02", "0.05", "0.1", "0.15", "0.2", "0.3", "0.5",
-            "--sensitivity_epochs", "2", "--sensitivity_alphas", "10", "--sensitivity_timing_repeats", "1",
+            "--sensitivity_epochs", "2", "--sensitivity_alphas", "10", "--sensitivity_timing_repeats", "3",
             "--plot", "false", "--output_dir", str(out)]
     assert bench_mod.run(argv) == 0
     return json.loads((out / "sensitivity.json").read_text())
@@ -48,3 +49,17 @@ def test_auto_lands_in_the_passing_window(sensitivity, model, scenario):
     for auto in autos:
         assert auto["verified"], auto["attempts"]
         assert window["low"] <= auto["chosen"] <= window["high"], (auto["seed"], auto["chosen"], window)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_fast_preset_reaches_gold_on_the_resnet_near_ssds_time(sensitivity):
+    """Measured (BENCHMARKS.md): on the digits ResNet, class 3, the fast preset (batch Fisher on 512 samples, top 5 %,
+    30 steps) passes on 9 of 9 seeds in 1.06-1.32x the time of SSD at its tuned alpha (target <= 1.5x). The time
+    bound here is looser (2x, the best of 3 timed runs each) so that a busy CI machine cannot fail it by noise;
+    the quality bar is the benchmark's."""
+    pairs = [p for p in sensitivity["fast_vs_ssd"] if (p["model"], p["scenario"]) == ("resnet", "class")]
+    assert len(pairs) == 3
+    for pair in pairs:
+        assert passes(pair["fast"]), (pair["seed"], pair["fast"])
+        assert pair["time_ratio"] <= 2.0, (pair["seed"], pair["time_ratio"])
