@@ -156,9 +156,8 @@ class BitMask:
 
     @torch.no_grad()
     def mask_gradients(self) -> None:
-        for params, views, keeps, _ in self._groups:
+        for params, _, keeps, _ in self._groups:
             # Gradients are new tensors after every zero_grad(set_to_none=True), so their views are taken each time.
-            bits_dtype = views[0].dtype
             grads, grad_keeps = [], []
             for param, keep in zip(params, keeps):
                 if param.grad is None:
@@ -166,7 +165,7 @@ class BitMask:
                 if param.grad.dtype != param.dtype:  # allowed by a parameter's grad_dtype: the bits differ in size
                     param.grad.masked_fill_(keep == 0, 0)
                     continue
-                grads.append(param.grad.view(bits_dtype))
+                grads.append(_bits(param.grad))  # same dtype as the parameter, so the group's integer type
                 grad_keeps.append(keep)
             if grads:
                 torch._foreach_mul_(grads, grad_keeps)
