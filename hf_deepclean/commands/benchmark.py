@@ -282,12 +282,12 @@ def _cell_paths(out: Path, bench: BenchmarkArguments, model_key: str, seed: int,
     return {m: folder / f"{m}.json" for m in bench.methods}
 
 
-def _stale_cells(paths: dict[str, Path], bench, overrides: dict, progress) -> dict[str, Path]:
-    """The cells of ``paths`` to (re)compute: missing ones, and cached ones whose method settings changed."""
-    scratch = Path(tempfile.gettempdir()) / "hf_deepclean_benchmark_settings"
+def _stale_cells(paths: dict[str, Path], current: dict[str, dict | None], progress) -> dict[str, Path]:
+    """The cells of ``paths`` to (re)compute: missing ones, and cached ones whose method settings differ from
+    ``current`` (each method's effective settings today)."""
     todo = {}
     for method_name, path in paths.items():
-        reason = stale_reason(path, method_settings(method_config(method_name, bench, overrides, scratch)))
+        reason = stale_reason(path, current[method_name])
         if reason is not None:
             todo[method_name] = path
             if reason != "missing":
@@ -298,8 +298,10 @@ def _stale_cells(paths: dict[str, Path], bench, overrides: dict, progress) -> di
 def run_group(model_args, data_args, bench, overrides, model_key, architecture, seed, progress, base=None) -> None:
     """Every missing cell of one (model, seed): train or load its originals and golds, run the methods."""
     out = Path(bench.output_dir).resolve()
-    pending = {s: _stale_cells(_cell_paths(out, bench, model_key, seed, s), bench, overrides, progress)
-               for s in bench.scenarios}
+    # A method's config does not depend on the scenario or seed: build each once for the group.
+    scratch = Path(tempfile.gettempdir()) / "hf_deepclean_benchmark_settings"
+    current = {m: method_settings(method_config(m, bench, overrides, scratch)) for m in bench.methods}
+    pending = {s: _stale_cells(_cell_paths(out, bench, model_key, seed, s), current, progress) for s in bench.scenarios}
     if not any(pending.values()):
         return
     base, processor = base or _load_base(model_args, data_args, bench)

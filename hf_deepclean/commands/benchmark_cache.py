@@ -34,17 +34,16 @@ def method_settings(config) -> dict | None:
 
 
 def changed_settings(stored: dict | None, current: dict | None) -> list[str]:
-    """Settings whose value differs between a stored result and today's config (recursing one level for dicts of
-    configs). Results written before settings were recorded (``stored`` is None) count as unchanged: nothing to
+    """Settings whose value differs between a stored result and today's config (recursing into dicts, such as the
+    two configs of a timed pair). Results written before settings were recorded (``stored`` is None) count as unchanged: nothing to
     compare. A setting known to one side only (a field added or removed by an upgrade) is not a change either."""
     if stored is None or current is None:
         return []
     changed = []
     for key in sorted(set(stored) & set(current)):
         old, new = stored[key], current[key]
-        if isinstance(old, dict) and isinstance(new, dict) and key not in RUN_SPECIFIC_FIELDS:
-            nested = changed_settings(old, new)
-            changed += [f"{key}.{k}" for k in nested]
+        if isinstance(old, dict) and isinstance(new, dict):
+            changed += [f"{key}.{k}" for k in changed_settings(old, new)]
         elif old != new:
             changed.append(key)
     return changed

@@ -153,18 +153,15 @@ class _Group:
             settings["deepclean_fast"].setdefault("fisher_max_samples", 48)
         return settings
 
-    def settings(self, kind: str, **values) -> dict:
-        """The effective method settings a cached point of ``kind`` was computed with (benchmark_cache)."""
+    def fast_vs_ssd_config(self, name: str, alpha: float):
+        """The config ``name`` (``ssd`` or ``deepclean_fast``) runs with in the timed pair."""
         from ..methods import METHODS
 
-        if kind == "deepclean":
-            return method_settings(self.deepclean_config(**values))
-        if kind == "ssd":
-            return method_settings(self.ssd_config(**values))
-        if kind == "fast_vs_ssd":
-            return {name: method_settings(METHODS[name].make_config(self.ctx.scratch / name, **given))
-                    for name, given in self.fast_vs_ssd_settings(**values).items()}
-        raise ValueError(f"unknown sensitivity point kind {kind!r}")
+        return METHODS[name].make_config(self.ctx.scratch / name, **self.fast_vs_ssd_settings(alpha)[name])
+
+    def fast_vs_ssd_method_settings(self, alpha: float) -> dict:
+        """Both configs' effective settings (benchmark_cache), keyed like ``fast_vs_ssd_settings``."""
+        return {name: method_settings(self.fast_vs_ssd_config(name, alpha)) for name in ("ssd", "deepclean_fast")}
 
     def fishers(self):
         from ..trainer import DeepCleanTrainer
@@ -261,7 +258,7 @@ class _Group:
         runs = {"ssd": [], "fast": []}
         for _ in range(repeats):
             for key, name in (("ssd", "ssd"), ("fast", "deepclean_fast")):
-                config = METHODS[name].make_config(self.ctx.scratch / name, **settings[name])
+                config = self.fast_vs_ssd_config(name, alpha)
                 result = METHODS[name](self.original(), splits, None, config, seed=self.seed)
                 runs[key].append((result.time_s, result.model))
         out = {"seed": self.seed, "scenario": self.scenario.name, "alpha": alpha, "settings": settings}
@@ -348,21 +345,22 @@ def run_sensitivity(model_args, data_args, bench, sens: SensitivityArguments) ->
                             cells.append({**_cached(folder / f"deepclean_e{epochs:g}_f{f:g}.json",
                                                     lambda: group.deepclean(f, epochs), progress,
                                                     f"{where} deepclean {epochs:g} ep, top_fraction {f:g}",
-                                                    group.settings("deepclean", top_fraction=f, num_train_epochs=epochs)),
+                                                    method_settings(group.deepclean_config(top_fraction=f,
+                                                                                           num_train_epochs=epochs))),
                                           **tag})
                     ssd_points = [{**_cached(folder / f"ssd_a{a:g}.json", lambda: group.ssd(a), progress,
-                                             f"{where} ssd alpha {a:g}", group.settings("ssd", alpha=a)), **tag}
+                                             f"{where} ssd alpha {a:g}", method_settings(group.ssd_config(alpha=a))), **tag}
                                   for a in sens.sensitivity_alphas]
                     cells += ssd_points
                     autos.append({**_cached(folder / "auto_verified.json", group.auto, progress, f"{where} top_fraction=auto",
-                                            group.settings("deepclean", **group.auto_values())), **tag})
+                                            method_settings(group.deepclean_config(**group.auto_values()))), **tag})
                     noise_floor.append({**_cached(folder / "gold_reseeded.json", group.gold_reseeded, progress,
                                                   f"{where} gold retrained with seed {seed + RESEED_OFFSET}"), **tag})
                     alpha = tuned_alpha(ssd_points)
                     fast.append({**_cached(folder / f"fast_vs_ssd_a{alpha:g}.json",
                                            lambda: group.fast_vs_ssd(alpha, sens.sensitivity_timing_repeats),
                                            progress, f"{where} deepclean_fast vs ssd alpha {alpha:g}",
-                                           group.settings("fast_vs_ssd", alpha=alpha)), **tag})
+                                           group.fast_vs_ssd_method_settings(alpha)), **tag})
     summary = summarize(cells, [{k: v for k, v in a.items() if k != "reset_only_rows"} for a in autos], fast,
                         list(bench.seeds), default_budget, noise_floor)
     summary["auto_reset_only_rows"] = [{k: a[k] for k in ("model", "scenario", "seed", "reset_only_rows")} for a in autos]
