@@ -2,19 +2,15 @@
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from _two_processes import subprocess_env
-
-ROOT = Path(__file__).resolve().parents[1]
+from _two_processes import ROOT, subprocess_env
 
 
 def _run(script, *args):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args], cwd=ROOT / "benchmarks",
-                          env=subprocess_env(),
-                          capture_output=True, text=True, timeout=240)
+                          env=subprocess_env(), capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return proc.stdout
 
