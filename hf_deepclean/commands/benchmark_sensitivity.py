@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..arguments import ConfigError
+from .benchmark import QUICK
 from .benchmark_cache import SETTINGS_KEY, method_settings, stale_reason
 from .benchmark_models import ModelStore, build_scenario
 from .benchmark_sensitivity_summary import passes, plot, summarize, to_markdown
@@ -133,7 +134,7 @@ class _Group:
 
         settings = dict(self.ctx.overrides.get("deepclean", {}), **values)
         if self.ctx.bench.quick:
-            settings.setdefault("fisher_max_samples", 48)
+            settings.setdefault("fisher_max_samples", QUICK["fisher_max_samples"])
         return with_seed(METHODS["deepclean"].make_config(self.ctx.scratch / "deepclean", **settings), self.seed)
 
     def ssd_config(self, **values):
@@ -150,7 +151,7 @@ class _Group:
         settings = {"ssd": {**self.ctx.overrides.get("ssd", {}), "alpha": alpha},
                     "deepclean_fast": dict(self.ctx.overrides.get("deepclean_fast", {}))}
         if self.ctx.bench.quick:
-            settings["deepclean_fast"].setdefault("fisher_max_samples", 48)
+            settings["deepclean_fast"].setdefault("fisher_max_samples", QUICK["fisher_max_samples"])
         return settings
 
     def fast_vs_ssd_config(self, name: str, alpha: float):
