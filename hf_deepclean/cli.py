@@ -50,6 +50,19 @@ def _pop_debug_flag(args: list[str]) -> bool:
     return False
 
 
+def end_distributed_run() -> None:
+    """Destroy the process group that ``accelerate launch`` opened, if any, before the interpreter exits.
+
+    Without it each rank's gloo (or NCCL) threads are torn down by the interpreter's exit, which can abort a rank
+    that has finished its work ("terminate called without an active exception", seen once in CI on the rank that
+    returned while rank 0 still wrote the model). No collective: ranks leave at different times by design.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -79,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
+    finally:
+        end_distributed_run()
 
 
 if __name__ == "__main__":

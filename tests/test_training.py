@@ -69,6 +69,21 @@ def test_cli_usage_and_unknown_command(capsys):
     assert "unknown command" in capsys.readouterr().err
 
 
+def test_cli_destroys_the_process_group_when_a_command_ends(tmp_path, capsys):
+    """Launched runs leave through main(): the group is destroyed there, also after a user error, so no rank's
+    gloo threads are left for the interpreter's teardown (which once aborted a finished rank in CI)."""
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert main(["train", "--config", str(tmp_path / "missing.yaml")]) == 2
+        assert "missing.yaml" in capsys.readouterr().err
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def test_run_image_classification_flag_aliases(tmp_path):
     from hf_deepclean.arguments import DataArguments, parse_arguments
 
