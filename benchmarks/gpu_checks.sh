@@ -11,6 +11,8 @@ log=${1:-gpu_checks}
 py=${PYTHON:-python3}
 mkdir -p "$log"
 export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+# The benchmark scripts import hf_deepclean from this checkout: a GPU image need not have it installed.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 step() {  # step NAME SECONDS COMMAND...: run COMMAND with a limit, output to the terminal and LOG_DIR/NAME.txt
     local name=$1 limit=$2; shift 2
@@ -19,8 +21,12 @@ step() {  # step NAME SECONDS COMMAND...: run COMMAND with a limit, output to th
     echo "=== $name: exit ${PIPESTATUS[0]}"
 }
 
+# Each package's version on its own: a GPU image may lack one (datasets, seen on an H200) and still run the steps below.
 step environment 60 bash -c "nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; $py -c \
-'import torch, transformers, accelerate, datasets; print(\"torch\", torch.__version__, \"transformers\", transformers.__version__, \"accelerate\", accelerate.__version__, \"datasets\", datasets.__version__)'"
+'import importlib
+for name in (\"torch\", \"transformers\", \"accelerate\", \"datasets\"):
+    try: print(name, importlib.import_module(name).__version__)
+    except ImportError as exc: print(name, \"not importable:\", exc)'"
 step tests 260 "$py" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider -rA -s
 # Each trainer run times the plain step and the masked step with both masking kernels (per_tensor, multi_tensor).
 step trainer_bf16 150 "$py" benchmarks/trainer_overhead.py --model vit-b16 --device cuda --steps 30 --repeats 3 --bf16
