@@ -76,6 +76,10 @@ class DeepCleanConfig(TinyModelTrainingArguments):
             D_f is left in D_r, else ``samples``), ``class``, ``samples`` or ``noisy_labels``.
         auto_fractions, auto_retain_floor, auto_margin_steps, auto_mia_margin, auto_forget_tolerance,
             auto_max_attempts: Settings of ``top_fraction="auto"``.
+        early_stopping_patience: The fine-tune's budget without a gold model (see :mod:`hf_deepclean.budget`):
+            ``num_train_epochs`` becomes a maximum; the fine-tune stops after this many evaluations on the
+            ``eval_dataset`` without improvement of ``metric_for_best_model`` (validation loss unless set) and
+            keeps the best evaluation's weights. Evaluations follow ``eval_strategy`` (``epoch`` when left at ``no``).
         fisher_estimator: ``empirical`` (per-sample, the paper's), ``expected`` or ``batch`` (cheap,
             batch-size dependent).
         fisher_batch_size: Batch size of the Fisher pass.
@@ -148,6 +152,13 @@ class DeepCleanConfig(TinyModelTrainingArguments):
         metadata={"help": "top_fraction=auto: fine-tunes at most (each failed verification restores the original "
                   "weights and tries the next larger swept fraction); 1 = no verification retry."},
     )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Fine-tune budget without a gold model: num_train_epochs becomes a maximum, the fine-tune "
+                  "stops after this many evaluations (each epoch unless eval_strategy says otherwise) without a "
+                  "better metric_for_best_model (validation loss unless set), and the best evaluation's weights are "
+                  "kept. Needs an eval_dataset (the CLI carves one off the test split)."},
+    )
     fisher_estimator: str = field(
         default="empirical", metadata={"help": "Fisher estimator: empirical (paper), expected or batch (cheap)."}
     )
@@ -196,6 +207,9 @@ class DeepCleanConfig(TinyModelTrainingArguments):
 
     def __post_init__(self):
         self._apply_preset()
+        eval_strategy = str(getattr(self.eval_strategy, "value", self.eval_strategy))
+        if self.early_stopping_patience is not None and eval_strategy == "no":
+            self.eval_strategy = "epoch"  # early stopping needs evaluations to watch
         super().__post_init__()
         if (self.threshold is None) == (self.top_fraction is None):
             raise ValueError(
@@ -227,6 +241,9 @@ class DeepCleanConfig(TinyModelTrainingArguments):
             raise ValueError(f"ratio_eps={self.ratio_eps} must be >= 0.")
         if self.auto_kind not in AUTO_KINDS:
             raise ValueError(f"auto_kind={self.auto_kind!r} must be one of {AUTO_KINDS}.")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise ValueError(f"early_stopping_patience={self.early_stopping_patience} must be >= 1, or unset for a fixed "
+                             "budget of num_train_epochs.")
         if self.auto_max_attempts < 1:
             raise ValueError(f"auto_max_attempts={self.auto_max_attempts} must be >= 1.")
         if not 0.0 <= self.auto_forget_tolerance <= 1.0:

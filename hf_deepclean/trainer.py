@@ -75,9 +75,16 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
             from transformers import AutoModelForImageClassification
 
             model = AutoModelForImageClassification.from_pretrained(str(model), use_safetensors=True)
+        if args.early_stopping_patience is not None and eval_dataset is None:
+            raise ValueError("early_stopping_patience needs eval_dataset: a validation split the model was not trained "
+                             "on (hf-deepclean unlearn carves one off the test split).")
         self._check_distributed_support(
             fsdp=args.fsdp, fsdp_version=(args.fsdp_config or {}).get("version", 2), deepspeed=args.deepspeed)
         self.image_processor = processing_class
+        if kwargs.get("compute_metrics") is None:
+            from .budget import accuracy_metrics
+
+            kwargs["compute_metrics"] = accuracy_metrics  # evaluations report eval_accuracy, for early stopping too
         super().__init__(
             model=model,
             args=args,
@@ -311,6 +318,7 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         if shard_binder is not None:
             self.add_callback(shard_binder)
         bn_handles = freeze_batchnorm_statistics(model, mask) if self.args.freeze_batchnorm_stats else []
+        budget = self._early_stopping()
         self.unlearning_stats = {
             "num_selected": self.parameter_mask.num_selected,
             "num_total": self.parameter_mask.num_total,
@@ -336,9 +344,27 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
                 handle.remove()
             if shard_binder is not None:
                 self.remove_callback(shard_binder)
+            if budget is not None:
+                self.remove_callback(budget)
+                self.unlearning_stats.update(budget.summary())
             # How the partially selected tensors were masked (FSDP2 shards always take the per-tensor hooks).
             self.unlearning_stats["multi_tensor_masked_tensors"] = self.gradient_mask.num_multi_tensor
             self.gradient_mask.detach()
+
+    def _early_stopping(self):
+        """The no-gold budget rule (budget.py) as a callback of this fine-tune, or None for a fixed budget."""
+        from .budget import KeepBestValidationEpoch
+
+        args = self.args
+        if args.early_stopping_patience is None:
+            return None
+        if self.is_fsdp_enabled:
+            raise ValueError("early_stopping_patience keeps the best epoch's weights in memory, which is not supported "
+                             "on FSDP2's sharded model; train with DDP, or set a fixed num_train_epochs.")
+        budget = KeepBestValidationEpoch(args.early_stopping_patience, args.metric_for_best_model or "loss",
+                                         args.greater_is_better)
+        self.add_callback(budget)
+        return budget
 
     def _resolve_checkpoint(self, resume_from_checkpoint):
         if resume_from_checkpoint is True:

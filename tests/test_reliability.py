@@ -454,3 +454,22 @@ def test_unlearn_auto_records_its_criterion_and_attempts(ws, tmp_path, capsys, f
     assert ("verified after the fine-tune" in notes) != ("NOT verified" in notes)
     assert not re.search(r"[^.]\.\.(?!\.)", notes), notes  # no doubled full stop (an ellipsis is fine)
     assert "top_fraction=auto" in (out / "README.md").read_text()
+
+
+def test_unlearn_early_stopping_carves_validation_and_records_the_budget(ws, tmp_path, capsys):
+    """--early_stopping_patience: a validation part comes off the test split (out of the report's test metrics),
+    evaluations run at eval_strategy's pace, and the report and card say where it stopped and which step it kept."""
+    out = tmp_path / "out"
+    argv = _argv(out, ws, max_steps="4", early_stopping_patience="1", eval_strategy="steps", eval_steps="1")
+    assert main(argv) == 0
+    report = json.loads((out / "unlearning_report.json").read_text())
+    notes = [n for n in report["notes"] if n.startswith("Fine-tune budget")]
+    assert len(notes) == 1, report["notes"]
+    assert re.search(r"(stopped after epoch [0-9.]+|ran the whole [0-9.]+ epochs) and kept epoch [0-9.]+, the best "
+                     r"eval_loss \([0-9.]+\)\. Validation: \d+ images carved", notes[0]), notes[0]
+    assert "Fine-tune budget" in (out / "README.md").read_text()
+    full = main(_argv(tmp_path / "fixed", ws, max_steps="4"))
+    assert full == 0
+    fixed = json.loads((tmp_path / "fixed" / "unlearning_report.json").read_text())
+    # the carved half is not in the test metrics: fewer test images than the fixed-budget run's
+    assert report["config"]["test_size"] < fixed["config"]["test_size"], (report["config"], fixed["config"])

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from hf_deepclean.arguments import ConfigError
 from hf_deepclean.commands import benchmark as bench_mod
 from hf_deepclean.commands import benchmark_sensitivity as sens_mod
 from hf_deepclean.commands.benchmark_sensitivity_summary import passing_window
@@ -109,6 +110,7 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
 
     import hf_deepclean.training as training
 
+    real_auto = sens_mod._Group.auto
     for name in ("deepclean", "ssd", "auto", "fast_vs_ssd", "gold_reseeded"):
         monkeypatch.setattr(sens_mod._Group, name, no_compute)
     monkeypatch.setattr(training, "train_classifier", no_compute)
@@ -129,6 +131,27 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
     assert bench_mod.run(ARGS + ["--output_dir", str(out)]) == 0
     assert len(recomputed) == 1
     assert json.loads(point.read_text())["method_settings"]["deepclean_fast"]["max_steps"] == 4
+
+    # Settings for the auto run only (the no-gold budget rule): only the auto point is recomputed, and since its
+    # validation half chose the epoch, it also reports test accuracy on the other half against gold's there.
+    monkeypatch.setattr(sens_mod._Group, "auto", real_auto)
+    budget = '{"early_stopping_patience": 1, "num_train_epochs": 1, "eval_strategy": "steps", "eval_steps": 2}'
+    assert bench_mod.run(ARGS + ["--output_dir", str(out), "--sensitivity_auto_overrides", budget]) == 0
+    assert len(recomputed) == 1
+    (auto,) = json.loads((out / "sensitivity.json").read_text())["auto"]
+    assert auto["method_settings"]["early_stopping_patience"] == 1
+    assert auto["heldout_size"] + auto["validation_size"] > auto["validation_size"] > 0
+    assert auto["delta_heldout_test_accuracy"] == pytest.approx(
+        auto["heldout_test_accuracy"] - auto["gold_heldout_test_accuracy"])
+    assert 0 < auto["early_stopping_best_epoch"] <= auto["early_stopping_epochs_run"] <= 1
+
+
+def test_auto_overrides_must_be_a_json_object():
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        sens_mod._parse_auto_overrides("{early_stopping_patience: 2")
+    with pytest.raises(ConfigError, match="must be a JSON object"):
+        sens_mod._parse_auto_overrides("[2, 8]")
+    assert sens_mod._parse_auto_overrides(None) == {}
 
 
 def test_option_fields_in_maps_aliases_negations_and_equals_forms():

@@ -50,6 +50,10 @@ class SensitivityArguments:
     sensitivity_epochs: DeepClean fine-tune budgets (epochs) swept; each gets its own window.
     sensitivity_alphas: SSD alphas swept.
     sensitivity_timing_repeats: Runs of the fast preset and of SSD for the time ratio (min is kept).
+    sensitivity_auto_overrides: DeepClean settings (JSON) for the ``top_fraction="auto"`` run only, on top of
+        ``--method_overrides``' deepclean entry: e.g. the no-gold budget rule,
+        ``{"early_stopping_patience": 2, "num_train_epochs": 8}``. The auto point also reports test accuracy on the
+        half of the test split it never saw, against the gold model's there (early stopping watches the other half).
     """
 
     sensitivity: bool = field(default=False, metadata={"help": "Sweep DeepClean/SSD hyperparameters (windows)."})
@@ -66,7 +70,14 @@ class SensitivityArguments:
         default=3, metadata={"help": "Runs of deepclean_fast and SSD for the time ratio (min kept)."}
     )
 
+    sensitivity_auto_overrides: str | None = field(
+        default=None,
+        metadata={"help": "JSON of DeepClean settings for the top_fraction=auto run only, e.g. "
+                  "'{\"early_stopping_patience\": 2, \"num_train_epochs\": 8}'."},
+    )
+
     def __post_init__(self):
+        self.auto_overrides = _parse_auto_overrides(self.sensitivity_auto_overrides)
         for name in ("sensitivity_fractions", "sensitivity_epochs", "sensitivity_alphas"):
             values = getattr(self, name)
             if not values or any(not v > 0 for v in values):
@@ -78,18 +89,33 @@ class SensitivityArguments:
             raise ConfigError(f"--sensitivity_timing_repeats {self.sensitivity_timing_repeats} must be >= 1.")
 
 
+def _parse_auto_overrides(text: str | None) -> dict:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--sensitivity_auto_overrides is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ConfigError('--sensitivity_auto_overrides must be a JSON object of settings, e.g. '
+                          '{"early_stopping_patience": 2, "num_train_epochs": 8}.')
+    return value
+
+
+def _accuracy(model, data, bench) -> float:
+    from ..evaluation import collect_outputs
+
+    o = collect_outputs(model, data, batch_size=bench.eval_batch_size)
+    return float((o.predictions == o.labels).mean())
+
+
 def _accuracies(model, scenario, bench, seed) -> dict:
     """Accuracy on D_f, test and the retain sample the benchmark evaluates (forward passes only)."""
-    from ..evaluation import collect_outputs
     from ..evaluation import seeded_subset
 
-    out = {}
     parts = {"forget": scenario.ready["forget"], "test": scenario.ready["test"],
              "retain": seeded_subset(scenario.ready["retain"], bench.retain_eval_samples or 500, seed)}
-    for key, data in parts.items():
-        o = collect_outputs(model, data, batch_size=bench.eval_batch_size)
-        out[f"{key}_accuracy"] = float((o.predictions == o.labels).mean())
-    return out
+    return {f"{key}_accuracy": _accuracy(model, data, bench) for key, data in parts.items()}
 
 
 def _point(model, scenario, bench, seed, ref, **info) -> dict:
@@ -101,7 +127,7 @@ def _point(model, scenario, bench, seed, ref, **info) -> dict:
 
 
 def carve_validation_half(test, seed: int):
-    """A seeded, stratified half of the (in-memory, transformed) test split.
+    """A seeded, stratified half of the (in-memory, transformed) test split, and the other half.
 
     The same kind of split as ``common.carve_validation`` makes for ``unlearn`` and ``sweep``, drawn by its own
     routine (that one needs the raw split's ``label`` column); the images differ, not the rule.
@@ -114,7 +140,8 @@ def carve_validation_half(test, seed: int):
     for label in np.unique(labels):
         members = np.flatnonzero(labels == label)
         picked.extend(rng.choice(members, size=len(members) // 2, replace=False))
-    return test.select(np.sort(np.asarray(picked, dtype=np.int64)))
+    validation = np.sort(np.asarray(picked, dtype=np.int64))
+    return test.select(validation), test.select(np.setdiff1d(np.arange(len(labels)), validation))
 
 
 class _Group:
@@ -143,7 +170,7 @@ class _Group:
         return METHODS["ssd"].make_config(**{**self.ctx.overrides.get("ssd", {}), **values})
 
     def auto_values(self) -> dict:
-        return {"top_fraction": "auto", "auto_kind": AUTO_KIND[self.scenario.name]}
+        return {"top_fraction": "auto", "auto_kind": AUTO_KIND[self.scenario.name], **self.ctx.auto_overrides}
 
     def fast_vs_ssd_settings(self, alpha: float) -> dict:
         """The registry settings of the timed pair: --method_overrides as in the benchmark's cells, the tuned alpha
@@ -235,7 +262,7 @@ class _Group:
         kind = values["auto_kind"]
         fisher_forget, fisher_retain, fisher_time = self.fishers()
         splits = self.scenario.ready
-        validation = carve_validation_half(splits["test"], self.seed)
+        validation, heldout = carve_validation_half(splits["test"], self.seed)
         trainer = DeepCleanTrainer(
             self.original(), self.deepclean_config(**values),
             train_dataset=splits["retain"], forget_dataset=splits["forget"], eval_dataset=validation,
@@ -246,9 +273,22 @@ class _Group:
         point = _point(trainer.model, self.scenario, self.ctx.bench, self.seed, self.ctx.ref, method="deepclean_auto",
                        param="top_fraction", value=auto["chosen"], budget=trainer.args.num_train_epochs,
                        time_s=fisher_time + stats["total_time_s"])
+        point.update(self._heldout_test(trainer.model, heldout))
+        if trainer.args.early_stopping_patience is not None:
+            point.update({k: stats[k] for k in ("early_stopping_best_epoch", "early_stopping_epochs_run")})
         return {**point, "kind": kind, "chosen": auto["chosen"], "start": auto["start"], "reason": auto["reason"],
                 "verified": auto["verified"], "attempts": auto["attempts"], "validation_size": len(validation),
                 "reset_only_rows": auto["rows"]}
+
+    def _heldout_test(self, model, heldout) -> dict:
+        """Test accuracy on the half the auto run never saw, the model's and the gold model's: where the validation
+        half chose the fine-tune's length (early stopping), the whole test split would flatter the run."""
+        c = self.ctx
+        gold, _ = c.store.load(c.model_key, c.architecture, self.seed, f"gold_{self.scenario.name}",
+                               self.scenario.raw["retain"])
+        ours, theirs = _accuracy(model, heldout, c.bench), _accuracy(gold, heldout, c.bench)
+        return {"heldout_test_accuracy": ours, "gold_heldout_test_accuracy": theirs,
+                "delta_heldout_test_accuracy": ours - theirs, "heldout_size": len(heldout)}
 
     def fast_vs_ssd(self, alpha: float, repeats: int) -> dict:
         """``deepclean_fast`` and SSD at ``alpha``, each run whole ``repeats`` times, alternating; min seconds."""
@@ -328,6 +368,7 @@ def run_sensitivity(model_args, data_args, bench, sens: SensitivityArguments) ->
                     base = b._load_base(model_args, data_args, bench)
                 ctx = type("Ctx", (), {})()
                 ctx.bench, ctx.overrides, ctx.model_key, ctx.architecture = bench, overrides, model_key, architecture
+                ctx.auto_overrides = sens.auto_overrides
                 ctx.scratch = Path(scratch_dir)
                 ctx.store = ModelStore(out, model_args, bench, base[0], base[1], progress, ctx.scratch)
                 for scenario_name in bench.scenarios:

@@ -99,11 +99,12 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     state = PartialState()
     state.wait_for_everyone()  # every rank has checked the folder before rank 0 creates it
     data = load_run_data(data_args, forget_args, seed=args.seed)
-    validation = None
+    validation = source = None
     if args.top_fraction == "auto":
         args.auto_kind = declared_auto_kind(args.auto_kind, data)
+    if args.top_fraction == "auto" or args.early_stopping_patience is not None:
         validation, source = carve_validation(data, seed=data_args.split_seed)
-        logger.info("top_fraction=auto validation: %s.", source)
+        logger.info("Validation split (top_fraction=auto, early stopping): %s.", source)
     model = load_model_for(data, model_args, seed=args.seed)
     processor = load_processor_for(model_args)
     original = copy.deepcopy(model) if script_args.evaluate_original else None
@@ -135,13 +136,17 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
             gold_time_s=read_train_summary(script_args.gold_model).get("train_time_s"), forget_info=forget_info,
             batch_size=script_args.eval_batch_size, seed=args.seed, model_args=model_args,
         )
-        if trainer.auto_sweep:
-            report.notes = list(getattr(report, "notes", None) or []) + [auto_note(trainer.auto_sweep, source)]
+        notes = [auto_note(trainer.auto_sweep, source)] if trainer.auto_sweep else []
+        if args.early_stopping_patience is not None:
+            notes.append(early_stopping_note(stats, args, source))
+        if notes:
+            report.notes = list(getattr(report, "notes", None) or []) + notes
         report.save(out)
         hyperparameters = {
             "threshold": args.threshold, "top_fraction": args.top_fraction, "fisher_estimator": args.fisher_estimator,
             "reset": args.reset, "norm_policy": args.norm_policy, "num_train_epochs": args.num_train_epochs,
             "learning_rate": args.learning_rate, "seed": args.seed,
+            "early_stopping_patience": args.early_stopping_patience,
         }
         write_model_card(out, record_from_report(
             report, base_model=model_args.model_name_or_path, dataset=data_args.dataset_name or "digits",
@@ -161,6 +166,16 @@ def auto_note(auto: dict, validation_source: str) -> str:
                else "NOT verified: the last fine-tuned model still fails the criterion")
     return (f"top_fraction=auto ({auto['kind']} forgetting) chose {auto['chosen']:g}, {verdict}. First choice: "
             f"{auto['reason'].rstrip('.')}. Fine-tuned: {tried or 'none'}. Validation: {validation_source.rstrip('.')}.")
+
+
+def early_stopping_note(stats: dict, args: DeepCleanConfig, validation_source: str) -> str:
+    """What the no-gold budget rule (budget.py) did, for the report and the model card."""
+    how = (f"stopped after epoch {stats['early_stopping_epochs_run']:g}" if stats["early_stopping_stopped_early"]
+           else f"ran the whole {args.num_train_epochs:g} epochs")
+    return (f"Fine-tune budget: at most {args.num_train_epochs:g} epochs with early stopping (patience "
+            f"{args.early_stopping_patience}); {how} and kept epoch {stats['early_stopping_best_epoch']:g}, the best "
+            f"{stats['early_stopping_metric']} ({stats['early_stopping_best_value']:.4f}). Validation: "
+            f"{validation_source.rstrip('.')}.")
 
 
 def run(argv: list[str]) -> int:
