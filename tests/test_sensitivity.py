@@ -144,6 +144,7 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
     assert auto["delta_heldout_test_accuracy"] == pytest.approx(
         auto["heldout_test_accuracy"] - auto["gold_heldout_test_accuracy"])
     assert 0 < auto["early_stopping_best_epoch"] <= auto["early_stopping_epochs_run"] <= 1
+    assert isinstance(auto["passes_heldout"], bool) and "| passes held out |" in (out / "sensitivity.md").read_text()
 
 
 def test_auto_overrides_must_be_a_json_object():
