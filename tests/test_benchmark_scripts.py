@@ -1,5 +1,6 @@
 """The speed scripts in benchmarks/ still run and print every figure the README quotes (tiny settings; no timing asserted)."""
 
+import json
 import subprocess
 import sys
 
@@ -29,3 +30,17 @@ def test_trainer_overhead_script_compares_both_kernels_with_the_plain_step():
     assert "plain Trainer step:" in out
     for kernels in ("per_tensor", "multi_tensor"):
         assert f"masked DeepClean step, {kernels}:" in out and "masked / plain" in out
+
+
+def test_auto_budget_table_counts_passes_whole_and_held_out(tmp_path):
+    def auto(seed, passes, passes_heldout, time_s):
+        return {"model": "resnet", "scenario": "noisy_labels", "seed": seed, "passes": passes,
+                "passes_heldout": passes_heldout, "time_s": time_s}
+
+    fixed = tmp_path / "fixed.json"
+    fixed.write_text(json.dumps({"auto": [auto(0, True, False, 2.0), auto(1, False, False, 3.0)]}))
+    stop = tmp_path / "stop.json"
+    stop.write_text(json.dumps({"auto": [auto(0, True, True, 5.0), auto(1, True, None, 7.0)]}))
+    out = _run("auto_budget_table.py", f"fixed2={fixed}", f"stop={stop}")
+    assert "| Model, scenario | fixed2 | stop |" in out
+    assert "| resnet, noisy_labels | 1/2, 0/2 held out, 2.5 s | 2/2, 1/1 held out, 6.0 s |" in out
