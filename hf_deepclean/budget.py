@@ -10,7 +10,9 @@ weights of the best evaluation come back at the end.
 Trainer's own ``load_best_model_at_end`` does the same through checkpoints written to ``output_dir`` every
 evaluation; here only the trainable tensors change, so the best ones are kept in memory (a copy of the tensors that
 hold a selected weight, and the buffers) and nothing is written. Frozen weights are the same in every copy, so
-putting the best copy back keeps them bit-identical.
+putting the best copy back keeps them bit-identical. A run resumed from a checkpoint tracks the best evaluation from
+the resume point on (the copy is not part of the checkpoint). Under FSDP2 the rule is refused: its shards are not
+copied and restored here.
 """
 
 from __future__ import annotations

@@ -99,6 +99,9 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
             fsdp=self.is_fsdp_enabled, fsdp_version=self._fsdp_version(), deepspeed=self.is_deepspeed_enabled)
         if self.is_fsdp_enabled:
             self._check_fsdp2_precision(self.model, self.accelerator.mixed_precision)
+            if args.early_stopping_patience is not None:
+                raise ValueError("early_stopping_patience keeps the best epoch's weights in memory, which is not "
+                                 "supported on FSDP2's sharded model; train with DDP, or set a fixed num_train_epochs.")
         self.forget_dataset = self._prepare(forget_dataset)
         self.parameter_mask = parameter_mask
         self.fisher_forget = fisher_forget
@@ -358,9 +361,6 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         args = self.args
         if args.early_stopping_patience is None:
             return None
-        if self.is_fsdp_enabled:
-            raise ValueError("early_stopping_patience keeps the best epoch's weights in memory, which is not supported "
-                             "on FSDP2's sharded model; train with DDP, or set a fixed num_train_epochs.")
         budget = KeepBestValidationEpoch(args.early_stopping_patience, args.metric_for_best_model or "loss",
                                          args.greater_is_better)
         self.add_callback(budget)

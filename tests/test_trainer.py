@@ -275,6 +275,24 @@ def test_fsdp2_mixed_precision_on_batchnorm_models_is_refused(tmp_path, monkeypa
         assert build().accelerator.mixed_precision == precision
 
 
+def test_early_stopping_under_fsdp2_is_refused_before_any_weight_moves(tmp_path, monkeypatch):
+    # The budget rule copies and restores whole tensors, not FSDP2's shards; simulate FSDP2 as above.
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from transformers import Trainer
+
+    original = Trainer.create_accelerator_and_postprocess
+
+    def with_fsdp2(self):
+        original(self)
+        self.accelerator.state.fsdp_plugin = FullyShardedDataParallelPlugin(fsdp_version=2)
+        self.is_fsdp_enabled = True
+
+    monkeypatch.setattr(Trainer, "create_accelerator_and_postprocess", with_fsdp2)
+    with pytest.raises(ValueError, match="early_stopping_patience .* not supported on FSDP2"):
+        DeepCleanTrainer(_model("vit"), _config(tmp_path, early_stopping_patience=2), train_dataset=_samples(8, 0),
+                         forget_dataset=_samples(4, 1), eval_dataset=_samples(4, 2))
+
+
 def test_card_records_the_budget_that_ran_and_the_preset(tmp_path):
     trainer = DeepCleanTrainer(_model("vit"), _config(tmp_path, preset="fast", fisher_max_samples=None),
                                train_dataset=_samples(8, 0), forget_dataset=_samples(4, 1))
