@@ -91,12 +91,6 @@ class KeepBestValidationEpoch(TrainerCallback):
                 "early_stopping_epochs_run": self.history[-1][0] if self.history else 0.0}
 
 
-def accuracy_metrics(eval_prediction) -> dict:
-    """``compute_metrics`` for classifiers: validation accuracy (``eval_accuracy``), next to Trainer's loss."""
-    logits = eval_prediction.predictions[0] if isinstance(eval_prediction.predictions, tuple) else eval_prediction.predictions
-    return {"accuracy": float((logits.argmax(-1) == eval_prediction.label_ids).mean())}
-
-
 def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Copies of what the masked fine-tune can change: tensors with a selected weight, and every buffer."""
     state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}

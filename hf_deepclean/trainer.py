@@ -29,7 +29,7 @@ from .masking import (
 )
 from .selection import ParameterMask, select_parameters, threshold_sweep
 from .sharding import BindMaskToShards, fsdp2_wrappable, gather_unsharded
-from .training import live_objects_frozen
+from .training import accuracy_metrics, live_objects_frozen
 
 logger = logging.getLogger(__name__)
 
@@ -82,8 +82,6 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
             fsdp=args.fsdp, fsdp_version=(args.fsdp_config or {}).get("version", 2), deepspeed=args.deepspeed)
         self.image_processor = processing_class
         if kwargs.get("compute_metrics") is None:
-            from .budget import accuracy_metrics
-
             kwargs["compute_metrics"] = accuracy_metrics  # evaluations report eval_accuracy, for early stopping too
         super().__init__(
             model=model,

@@ -94,6 +94,8 @@ def test_unlearn_stops_early_keeps_the_best_epoch_and_the_frozen_weights(tmp_pat
     assert stats["early_stopping_stopped_early"] and stats["early_stopping_epochs_run"] < 8
     assert stats["early_stopping_epochs_run"] == stats["early_stopping_best_epoch"] + 2  # patience 2, per epoch
     # The model ends with the best evaluation's weights: evaluating again gives the best loss.
-    assert trainer.evaluate()["eval_loss"] == pytest.approx(stats["early_stopping_best_value"], rel=1e-6)
+    metrics = trainer.evaluate()
+    assert metrics["eval_loss"] == pytest.approx(stats["early_stopping_best_value"], rel=1e-6)
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0  # DeepCleanTrainer's default compute_metrics, for metric_for_best_model
     frozen, selected = count_weight_changes(dict(model.named_parameters()), original, trainer.parameter_mask)
     assert frozen == 0 and selected > 0
