@@ -105,8 +105,7 @@ def _parse_auto_overrides(text: str | None) -> dict:
 def _accuracy(model, data, bench) -> float:
     from ..evaluation import collect_outputs
 
-    o = collect_outputs(model, data, batch_size=bench.eval_batch_size)
-    return float((o.predictions == o.labels).mean())
+    return collect_outputs(model, data, batch_size=bench.eval_batch_size).accuracy
 
 
 def _accuracies(model, scenario, bench, seed) -> dict:
@@ -284,9 +283,7 @@ class _Group:
         """Test accuracy on the half the auto run never saw, the model's and the gold model's: where the validation
         half chose the fine-tune's length (early stopping), the whole test split would flatter the run."""
         c = self.ctx
-        gold, _ = c.store.load(c.model_key, c.architecture, self.seed, f"gold_{self.scenario.name}",
-                               self.scenario.raw["retain"])
-        ours, theirs = _accuracy(model, heldout, c.bench), _accuracy(gold, heldout, c.bench)
+        ours, theirs = _accuracy(model, heldout, c.bench), _accuracy(c.gold, heldout, c.bench)
         return {"heldout_test_accuracy": ours, "gold_heldout_test_accuracy": theirs,
                 "delta_heldout_test_accuracy": ours - theirs, "heldout_size": len(heldout)}
 
@@ -376,6 +373,7 @@ def run_sensitivity(model_args, data_args, bench, sens: SensitivityArguments) ->
                     gold, gold_time = ctx.store.load(model_key, architecture, seed, f"gold_{scenario_name}",
                                                      scenario.raw["retain"])
                     ref_folder = out / "cells" / model_key / scenario_name / f"seed{seed}"
+                    ctx.gold = gold  # also judges the auto run on the held-out test half
                     ctx.ref = b.reference(ref_folder, gold, gold_time, ctx_original(ctx, seed, scenario), scenario,
                                           bench, base[1], seed)
                     folder = out / SENSITIVITY_DIR / model_key / scenario_name / f"seed{seed}"
