@@ -116,9 +116,9 @@ def reset_sweep(
             kind: float(value),
             "selected_fraction": mask.selected_fraction,
             "threshold_effective": mask.threshold,
-            "forget_accuracy": float((forget_out.predictions == forget_out.labels).mean()),
-            "validation_accuracy": float((val_out.predictions == val_out.labels).mean()),
-            "retain_accuracy": float((retain_out.predictions == retain_out.labels).mean()),
+            "forget_accuracy": forget_out.accuracy,
+            "validation_accuracy": val_out.accuracy,
+            "retain_accuracy": retain_out.accuracy,
             "mia_loss_lr": float(mia["accuracy"]),
             "time_s": time.perf_counter() - start,
         })
@@ -210,12 +210,12 @@ def verify_forgetting(
         raise ValueError(f"kind={kind!r} must be one of {', '.join(FORGET_KINDS)}.")
     forget_out = collect_outputs(model, forget, image_processor=image_processor, batch_size=batch_size)
     val_out = collect_outputs(model, validation, image_processor=image_processor, batch_size=batch_size)
-    forget_accuracy = float((forget_out.predictions == forget_out.labels).mean())
+    forget_accuracy = forget_out.accuracy
     mia = float(mia_loss_lr(forget_out.losses, val_out.losses, seed=seed)["accuracy"])
     passed, reason = _judge(kind, forget_accuracy, mia, bound=tolerance, bound_text=f"{tolerance}",
                             mia_margin=mia_margin)
     return {"passed": passed, "forget_accuracy": forget_accuracy, "mia_loss_lr": mia, "reason": reason,
-            "validation_accuracy": float((val_out.predictions == val_out.labels).mean())}
+            "validation_accuracy": val_out.accuracy}
 
 
 def sweep_markdown(rows: Sequence[Mapping[str, float]], *, validation_source: str, chosen: float | None = None) -> str:
