@@ -57,12 +57,12 @@ class KeepBestValidationEpoch(TrainerCallback):
                 f"early stopping watches {self.metric!r}, which the evaluation did not report (it gave "
                 f"{sorted(metrics or {})}). Set metric_for_best_model to one of those, or pass compute_metrics."
             )
-        value = float(metrics[self.metric])
-        self.history.append((float(state.epoch or 0.0), value))
+        value, epoch = float(metrics[self.metric]), float(state.epoch or 0.0)
+        self.history.append((epoch, value))
         improved = self.best_value is None or (value > self.best_value if self.greater_is_better
                                                else value < self.best_value)
         if improved:
-            self.best_value, self.best_epoch, self._waited = value, float(state.epoch or 0.0), 0
+            self.best_value, self.best_epoch, self._waited = value, epoch, 0
             self._best_state = _trainable_state(model)
             return
         self._waited += 1
