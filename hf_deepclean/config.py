@@ -150,7 +150,8 @@ class DeepCleanConfig(TinyModelTrainingArguments):
     auto_max_attempts: int = field(
         default=3,
         metadata={"help": "top_fraction=auto: fine-tunes at most (each failed verification restores the original "
-                  "weights and tries the next larger swept fraction); 1 = no verification retry."},
+                  "weights and tries a larger swept fraction: the next one, then where the last two attempts' trend "
+                  "meets the criterion); 1 = no verification retry."},
     )
     early_stopping_patience: int | None = field(
         default=None,

@@ -19,7 +19,8 @@ A reset-only model predicts the fine-tuned one only roughly (the fine-tune resto
 reset removed), so ``top_fraction="auto"`` then verifies: after the fine-tune, :func:`verify_forgetting`
 applies the criterion to the fine-tuned model (class and noisy labels: forget accuracy at most a
 tolerance, 0.02 by default, since a model that never saw the class or the wrong labels scores ~0), and
-:func:`escalation` lists the larger swept fractions to try, from the original weights, while it fails.
+:func:`next_fraction` picks the larger swept fraction to try next, from the original weights, while it fails
+(the next one, then where the last two attempts' trend meets the criterion).
 """
 
 from __future__ import annotations
@@ -178,11 +179,33 @@ def choose_top_fraction(
     )
 
 
-def escalation(fractions: Sequence[float], start: float, max_attempts: int) -> list[float]:
-    """The fractions ``top_fraction="auto"`` fine-tunes in turn: ``start``, then the larger swept ones."""
-    if max_attempts < 1:
-        raise ValueError(f"max_attempts={max_attempts} must be >= 1.")
-    return [start] + sorted(f for f in set(fractions) if f > start)[: max_attempts - 1]
+def next_fraction(fractions: Sequence[float], failed: Sequence[Mapping[str, float]]) -> float | None:
+    """The fraction ``top_fraction="auto"`` fine-tunes after its failed verifications, or None when none is larger.
+
+    ``failed`` holds the failed attempts in order, each with its ``top_fraction`` and the verification's
+    ``measure`` that had to fall to ``bound`` (:func:`verify_forgetting`). After one failure: the next larger
+    swept fraction. After more, when the measure fell between the last two attempts, the next try aims where
+    the straight line through them on log-log axes meets the bound (a power law in the fraction): the smallest
+    swept fraction at or above that point, and never less than the next one. Why: where the memory is spread
+    over many weights the fine-tuned forget accuracy falls slowly (a digits ViT's wrong labels: 5.6 %, 4.2 %,
+    3.5 % at fractions 0.1, 0.15, 0.2), and stepping one swept value at a time spent every attempt before the
+    fractions that forget them; where one step suffices (class forgetting) nothing changes.
+    """
+    if not failed:
+        raise ValueError("next_fraction needs at least one failed attempt.")
+    last = failed[-1]
+    larger = sorted(f for f in set(fractions) if f > last["top_fraction"])
+    if not larger:
+        return None
+    if len(failed) < 2:
+        return larger[0]
+    before = failed[-2]
+    value, previous, bound = last["measure"], before["measure"], last["bound"]
+    if not (0 < value < previous and bound > 0 and last["top_fraction"] > before["top_fraction"]):
+        return larger[0]  # no progress to extrapolate from (or a zero bound no power law reaches)
+    slope = np.log(value / previous) / np.log(last["top_fraction"] / before["top_fraction"])
+    aim = last["top_fraction"] * (bound / value) ** (1.0 / slope)
+    return next((f for f in larger if f >= aim), larger[-1])
 
 
 def verify_forgetting(
@@ -202,7 +225,8 @@ def verify_forgetting(
     ``class`` and ``noisy_labels``: forget accuracy (for noisy labels, agreement with the wrong labels)
     at most ``tolerance``; a model that never saw the class or the labels scores about 0. ``samples``:
     loss-MIA between the forget set and ``validation`` within ``mia_margin`` of 0.5.
-    Returns ``passed``, the measurements and the reason.
+    Returns ``passed``, the measurements, the reason, and the criterion as ``measure`` <= ``bound``
+    (forget accuracy and tolerance; for samples |loss-MIA - 0.5| and the margin).
     """
     from .evaluation import collect_outputs, mia_loss_lr
 
@@ -214,8 +238,9 @@ def verify_forgetting(
     mia = float(mia_loss_lr(forget_out.losses, val_out.losses, seed=seed)["accuracy"])
     passed, reason = _judge(kind, forget_accuracy, mia, bound=tolerance, bound_text=f"{tolerance}",
                             mia_margin=mia_margin)
+    measure, bound = (abs(mia - 0.5), mia_margin) if kind == "samples" else (forget_accuracy, tolerance)
     return {"passed": passed, "forget_accuracy": forget_accuracy, "mia_loss_lr": mia, "reason": reason,
-            "validation_accuracy": val_out.accuracy}
+            "validation_accuracy": val_out.accuracy, "measure": measure, "bound": bound}
 
 
 def sweep_markdown(rows: Sequence[Mapping[str, float]], *, validation_source: str, chosen: float | None = None) -> str:

@@ -29,6 +29,7 @@ from .masking import (
 )
 from .selection import ParameterMask, select_parameters, threshold_sweep
 from .sharding import BindMaskToShards, fsdp2_wrappable, gather_unsharded
+from .sweep import next_fraction
 from .training import accuracy_metrics, live_objects_frozen
 
 logger = logging.getLogger(__name__)
@@ -247,8 +248,8 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         """Fisher -> selection -> reset -> masked fine-tune on D_r. Returns Trainer's TrainOutput.
 
         With ``top_fraction="auto"`` the fine-tuned model is verified (sweep.verify_forgetting); while it
-        fails, the original weights come back and the next larger swept fraction is fine-tuned, up to
-        ``auto_max_attempts`` fine-tunes. ``auto_sweep["attempts"]`` records each.
+        fails, the original weights come back and a larger swept fraction (sweep.next_fraction) is fine-tuned,
+        up to ``auto_max_attempts`` fine-tunes. ``auto_sweep["attempts"]`` records each.
         """
         start = time.perf_counter()
         checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
@@ -261,37 +262,40 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
             self.compute_fishers()
             fisher_time = time.perf_counter() - t0
         model = self.accelerator.unwrap_model(self.model)
+        fraction = None
         if self.parameter_mask is None and self.args.top_fraction == "auto":
-            candidates = self._auto_candidates()
+            fraction = self._auto_start()
         else:
             self.parameter_mask = self.parameter_mask or self.select()
-            candidates = [None]
         # Each retry starts from the original weights (buffers included: selected BatchNorm layers update theirs).
-        original = {k: v.detach().clone() for k, v in model.state_dict().items()} if len(candidates) > 1 else None
+        retries = fraction is not None and self.args.auto_max_attempts > 1
+        original = {k: v.detach().clone() for k, v in model.state_dict().items()} if retries else None
         train_time = 0.0
-        for attempt, fraction in enumerate(candidates, start=1):
+        while True:
             if fraction is not None:
                 self.auto_sweep["chosen"] = fraction
                 self.parameter_mask = self.select(top_fraction=fraction)
             output, seconds = self._masked_fine_tune(model, checkpoint, train_kwargs, fisher_time)
             train_time += seconds
-            if fraction is None or self._auto_verified(model, fraction, seconds) or attempt == len(candidates):
+            if fraction is None or self._auto_verified(model, fraction, seconds):
+                break
+            attempts = self.auto_sweep["attempts"]
+            following = next_fraction(self.auto_sweep["fractions"], attempts)
+            if following is None or len(attempts) >= self.args.auto_max_attempts:
                 break
             logger.info("top_fraction=auto: %s did not forget after the fine-tune (%s); trying %s from the original "
-                        "weights.", fraction, self.auto_sweep["attempts"][-1]["reason"], candidates[attempt])
+                        "weights.", fraction, attempts[-1]["reason"], following)
+            fraction = following
             model.load_state_dict(original)
             self.optimizer, self.lr_scheduler, self.model_wrapped = None, None, self.model  # a fresh run, not a resume
         self.unlearning_stats.update(train_time_s=train_time, total_time_s=time.perf_counter() - start)
         return output
 
-    def _auto_candidates(self) -> list[float]:
-        from .sweep import escalation
-
+    def _auto_start(self) -> float:
         if self.is_fsdp_enabled:
             raise ValueError("top_fraction='auto' may fine-tune more than once, which FSDP2's wrapped model does not "
                              "allow; choose the fraction with `hf-deepclean sweep`, then pass it as --top_fraction.")
-        start = self.choose_top_fraction()
-        return escalation(self.auto_sweep["fractions"], start, self.args.auto_max_attempts)
+        return self.choose_top_fraction()
 
     def _auto_verified(self, model, fraction: float, train_seconds: float) -> bool:
         """Verify the fine-tuned model of one auto attempt and record it in ``auto_sweep``."""

@@ -7,7 +7,7 @@ from _eval_models import FORGET_CLASS, trained_models
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.data import collate_fn, with_image_transform
 from hf_deepclean.fisher import fisher_diagonal
-from hf_deepclean.sweep import (choose_top_fraction, escalation, forget_kind, is_class_forgetting, reset_sweep,
+from hf_deepclean.sweep import (choose_top_fraction, forget_kind, is_class_forgetting, next_fraction, reset_sweep,
                                 sweep_markdown, verify_forgetting)
 from hf_deepclean.trainer import DeepCleanTrainer
 
@@ -73,13 +73,37 @@ def test_noisy_labels_are_judged_by_agreement_with_the_wrong_labels_not_by_mia()
         choose_top_fraction(rows, kind="typo", num_classes=10)
 
 
-def test_escalation_tries_the_larger_swept_fractions_in_order():
-    fractions = [0.3, 0.01, 0.05, 0.1, 0.2]
-    assert escalation(fractions, 0.05, 3) == [0.05, 0.1, 0.2]
-    assert escalation(fractions, 0.3, 3) == [0.3]
-    assert escalation(fractions, 0.05, 1) == [0.05]
-    with pytest.raises(ValueError, match="max_attempts"):
-        escalation(fractions, 0.05, 0)
+def _failed(*pairs, bound=0.02):
+    return [{"top_fraction": f, "measure": m, "bound": bound} for f, m in pairs]
+
+
+def test_the_first_retry_is_the_next_larger_swept_fraction():
+    fractions = [0.3, 0.01, 0.05, 0.1, 0.2, 0.5]
+    assert next_fraction(fractions, _failed((0.05, 0.9))) == 0.1
+    assert next_fraction(fractions, _failed((0.5, 0.9))) is None
+    with pytest.raises(ValueError, match="failed attempt"):
+        next_fraction(fractions, [])
+
+
+def test_later_retries_aim_where_the_power_law_through_the_last_two_attempts_meets_the_bound():
+    fractions = [0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5]
+    # A measure falling as fraction^-1 from 0.4 at 0.01: 0.2 at 0.02, so the bound 0.02 is met at 0.2 (not 0.05).
+    assert next_fraction(fractions, _failed((0.01, 0.4), (0.02, 0.2))) == 0.2
+    # The digits ViT's wrong labels (seed 0): 5.6 % at 0.1, 4.2 % at 0.15 -> the line meets 2 % at ~0.43 -> 0.5.
+    assert next_fraction(fractions, _failed((0.1, 0.056), (0.15, 0.042))) == 0.5
+    # Beyond the largest swept fraction: the largest.
+    assert next_fraction(fractions, _failed((0.005, 0.9), (0.01, 0.89))) == 0.5
+    # Almost there: never less than the next step.
+    assert next_fraction(fractions, _failed((0.05, 0.03), (0.1, 0.021))) == 0.15
+    # Only the last two attempts count.
+    assert next_fraction(fractions, _failed((0.005, 0.9), (0.01, 0.4), (0.02, 0.2))) == 0.2
+
+
+def test_without_progress_or_a_positive_bound_retries_step_to_the_next_fraction():
+    fractions = [0.01, 0.02, 0.05, 0.1]
+    assert next_fraction(fractions, _failed((0.01, 0.05), (0.02, 0.06))) == 0.05  # the measure rose
+    assert next_fraction(fractions, _failed((0.01, 0.05), (0.02, 0.05))) == 0.05  # flat
+    assert next_fraction(fractions, _failed((0.01, 0.05), (0.02, 0.04), bound=0.0)) == 0.05
 
 
 def test_class_forgetting_detection(setup):
@@ -100,6 +124,10 @@ def test_verify_forgetting_fails_the_original_and_passes_the_gold_model(setup):
     assert not original["passed"] and original["forget_accuracy"] > 0.5
     assert gold["passed"] and gold["forget_accuracy"] == 0.0
     assert "<= 0.02" in gold["reason"]
+    assert (gold["measure"], gold["bound"]) == (gold["forget_accuracy"], 0.02)
+    samples = verify_forgetting(m.gold, with_image_transform(m.forget, m.processor),
+                                with_image_transform(validation, m.processor), kind="samples", mia_margin=0.05)
+    assert (samples["measure"], samples["bound"]) == (abs(samples["mia_loss_lr"] - 0.5), 0.05)
 
 
 def test_auto_top_fraction_forgets_the_class(tmp_path, setup):
@@ -122,13 +150,17 @@ def test_auto_top_fraction_forgets_the_class(tmp_path, setup):
 
 
 def test_auto_escalates_from_the_original_weights_while_verification_fails(tmp_path, setup, monkeypatch):
-    # A verifier that fails every model: auto must fine-tune 3 fractions, each from the original weights, and end
-    # with the last one, flagged as not verified.
+    # A verifier that fails every model, its forget accuracy falling slowly (0.9, then 0.5): auto must fine-tune 3
+    # fractions, each from the original weights: the next one after the first failure, then where the trend of the
+    # two meets the tolerance (beyond the sweep: its largest, 0.7, not the next, 0.6), flagged as not verified.
     import hf_deepclean.sweep
 
+    measures = iter([0.9, 0.5, 0.4])
+
     def never_forgot(model, forget, validation, **kwargs):
-        return {"passed": False, "forget_accuracy": 1.0, "mia_loss_lr": 1.0, "validation_accuracy": 1.0,
-                "reason": "stub verifier: never forgotten"}
+        measure = next(measures)
+        return {"passed": False, "forget_accuracy": measure, "mia_loss_lr": 1.0, "validation_accuracy": 1.0,
+                "reason": "stub verifier: never forgotten", "measure": measure, "bound": 0.02}
 
     monkeypatch.setattr(hf_deepclean.sweep, "verify_forgetting", never_forgot)
     m, _, (ff, fr), validation = setup
@@ -142,14 +174,14 @@ def test_auto_escalates_from_the_original_weights_while_verification_fails(tmp_p
     trainer.unlearn()
     auto = trainer.auto_sweep
     assert auto["start"] == 0.3  # a reset of 30 % already forgets the class
-    assert [a["top_fraction"] for a in auto["attempts"]] == [0.3, 0.5, 0.6]
-    assert auto["chosen"] == 0.6 and not auto["verified"]
-    assert abs(trainer.parameter_mask.selected_fraction - 0.6) < 1e-3
-    assert trainer.unlearning_stats["top_fraction"] == 0.6
+    assert [a["top_fraction"] for a in auto["attempts"]] == [0.3, 0.5, 0.7]
+    assert auto["chosen"] == 0.7 and not auto["verified"]
+    assert abs(trainer.parameter_mask.selected_fraction - 0.7) < 1e-3
+    assert trainer.unlearning_stats["top_fraction"] == 0.7
     # Earlier attempts left no trace (weights, BatchNorm statistics, optimizer): the result is bit-identical to a
     # direct run at the final fraction.
     direct_model = copy.deepcopy(m.original)
-    DeepCleanTrainer(direct_model, DeepCleanConfig(top_fraction=0.6, **common), train_dataset=m.retain,
+    DeepCleanTrainer(direct_model, DeepCleanConfig(top_fraction=0.7, **common), train_dataset=m.retain,
                      forget_dataset=m.forget, processing_class=m.processor, fisher_forget=ff, fisher_retain=fr).unlearn()
     direct = direct_model.state_dict()
     assert all(torch.equal(value, direct[name]) for name, value in model.state_dict().items())
