@@ -268,7 +268,8 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         else:
             self.parameter_mask = self.parameter_mask or self.select()
         # Each retry starts from the original weights (buffers included: selected BatchNorm layers update theirs).
-        retries = fraction is not None and self.args.auto_max_attempts > 1
+        retries = (fraction is not None and self.args.auto_max_attempts > 1
+                   and any(f > fraction for f in self.auto_sweep["fractions"]))
         original = {k: v.detach().clone() for k, v in model.state_dict().items()} if retries else None
         train_time = 0.0
         while True:

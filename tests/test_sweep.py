@@ -99,10 +99,11 @@ def test_later_retries_aim_where_the_power_law_through_the_last_two_attempts_mee
     assert next_fraction(fractions, _failed((0.005, 0.9), (0.01, 0.4), (0.02, 0.2))) == 0.2
 
 
-def test_without_progress_or_a_positive_bound_retries_step_to_the_next_fraction():
-    fractions = [0.01, 0.02, 0.05, 0.1]
-    assert next_fraction(fractions, _failed((0.01, 0.05), (0.02, 0.06))) == 0.05  # the measure rose
-    assert next_fraction(fractions, _failed((0.01, 0.05), (0.02, 0.05))) == 0.05  # flat
+def test_without_progress_retries_jump_to_the_largest_fraction_and_a_zero_bound_steps():
+    fractions = [0.01, 0.02, 0.05, 0.1, 0.2]
+    # The limit of a flattening line: it meets the bound ever further out.
+    assert next_fraction(fractions, _failed((0.01, 0.05), (0.02, 0.06))) == 0.2  # the measure rose
+    assert next_fraction(fractions, _failed((0.01, 0.05), (0.02, 0.05))) == 0.2  # flat
     assert next_fraction(fractions, _failed((0.01, 0.05), (0.02, 0.04), bound=0.0)) == 0.05
 
 
