@@ -456,6 +456,18 @@ def test_unlearn_auto_records_its_criterion_and_attempts(ws, tmp_path, capsys, f
     assert "top_fraction=auto" in (out / "README.md").read_text()
 
 
+def test_the_budget_note_names_the_validation_split_once_when_auto_already_did():
+    from hf_deepclean.commands.unlearn import early_stopping_note
+
+    stats = {"early_stopping_stopped_early": True, "early_stopping_epochs_run": 5, "early_stopping_best_epoch": 3,
+             "early_stopping_metric": "eval_loss", "early_stopping_best_value": 0.25}
+    args = SimpleNamespace(num_train_epochs=8, early_stopping_patience=2)
+    alone = early_stopping_note(stats, args, "180 images carved off the test split.")
+    assert alone.endswith("stopped after epoch 5 and kept epoch 3, the best eval_loss (0.2500). Validation: 180 images "
+                          "carved off the test split.")
+    assert early_stopping_note(stats, args, None).endswith("Validation: the same split as top_fraction=auto.")
+
+
 def test_unlearn_early_stopping_carves_validation_and_records_the_budget(ws, tmp_path, capsys):
     """--early_stopping_patience: a validation part comes off the test split (out of the report's test metrics),
     evaluations run at eval_strategy's pace, and the report and card say where it stopped and which step it kept."""

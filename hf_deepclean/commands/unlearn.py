@@ -138,7 +138,7 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
         )
         notes = [auto_note(trainer.auto_sweep, source)] if trainer.auto_sweep else []
         if args.early_stopping_patience is not None:
-            notes.append(early_stopping_note(stats, args, source))
+            notes.append(early_stopping_note(stats, args, None if trainer.auto_sweep else source))
         if notes:
             report.notes = list(getattr(report, "notes", None) or []) + notes
         report.save(out)
@@ -168,14 +168,17 @@ def auto_note(auto: dict, validation_source: str) -> str:
             f"{auto['reason'].rstrip('.')}. Fine-tuned: {tried or 'none'}. Validation: {validation_source.rstrip('.')}.")
 
 
-def early_stopping_note(stats: dict, args: DeepCleanConfig, validation_source: str) -> str:
-    """What the no-gold budget rule (budget.py) did, for the report and the model card."""
+def early_stopping_note(stats: dict, args: DeepCleanConfig, validation_source: str | None) -> str:
+    """What the no-gold budget rule (budget.py) did, for the report and the model card.
+
+    ``validation_source`` None: the split was described already (auto's note), so it is not repeated.
+    """
     how = (f"stopped after epoch {stats['early_stopping_epochs_run']:g}" if stats["early_stopping_stopped_early"]
            else f"ran the whole {args.num_train_epochs:g} epochs")
     return (f"Fine-tune budget: at most {args.num_train_epochs:g} epochs with early stopping (patience "
             f"{args.early_stopping_patience}); {how} and kept epoch {stats['early_stopping_best_epoch']:g}, the best "
             f"{stats['early_stopping_metric']} ({stats['early_stopping_best_value']:.4f}). Validation: "
-            f"{validation_source.rstrip('.')}.")
+            f"{validation_source.rstrip('.') if validation_source else 'the same split as top_fraction=auto'}.")
 
 
 def run(argv: list[str]) -> int:
