@@ -217,6 +217,9 @@ def verify_forgetting(
     kind: str,
     tolerance: float = 0.02,
     mia_margin: float = 0.05,
+    retain=None,
+    retain_floor: float = 0.5,
+    retain_sample_size: int | None = 500,
     image_processor=None,
     batch_size: int = 256,
     seed: int = 0,
@@ -225,23 +228,34 @@ def verify_forgetting(
 
     ``class`` and ``noisy_labels``: forget accuracy (for noisy labels, agreement with the wrong labels)
     at most ``tolerance``; a model that never saw the class or the labels scores about 0. ``samples``:
-    loss-MIA between the forget set and ``validation`` within ``mia_margin`` of 0.5.
-    Returns ``passed``, the measurements, the reason, and the criterion as ``measure`` <= ``bound``
-    (forget accuracy and tolerance; for samples |loss-MIA - 0.5| and the margin).
+    loss-MIA between the forget set and ``validation`` within ``mia_margin`` of 0.5. With ``retain``
+    (D_r), its accuracy on a seeded sample must also be at least ``retain_floor``: a model whose fine-tune
+    did not recover from the reset (``collapsed``) forgets everything, which proves nothing.
+    Returns ``passed``, ``collapsed``, the measurements, the reason, and the criterion as ``measure`` <=
+    ``bound`` (forget accuracy and tolerance; for samples |loss-MIA - 0.5| and the margin).
     """
-    from .evaluation import collect_outputs, mia_loss_lr
+    from .evaluation import collect_outputs, mia_loss_lr, seeded_subset
 
     if kind not in FORGET_KINDS:
         raise ValueError(f"kind={kind!r} must be one of {', '.join(FORGET_KINDS)}.")
-    forget_out = collect_outputs(model, forget, image_processor=image_processor, batch_size=batch_size)
-    val_out = collect_outputs(model, validation, image_processor=image_processor, batch_size=batch_size)
+
+    def outputs(dataset):
+        return collect_outputs(model, dataset, image_processor=image_processor, batch_size=batch_size)
+
+    forget_out, val_out = outputs(forget), outputs(validation)
     forget_accuracy = forget_out.accuracy
     mia = float(mia_loss_lr(forget_out.losses, val_out.losses, seed=seed)["accuracy"])
     passed, reason = _judge(kind, forget_accuracy, mia, bound=tolerance, bound_text=f"{tolerance}",
                             mia_margin=mia_margin)
+    retain_accuracy = None if retain is None else outputs(seeded_subset(retain, retain_sample_size, seed)).accuracy
+    collapsed = retain_accuracy is not None and retain_accuracy < retain_floor
+    if collapsed:
+        passed = False
+        reason += f", but retain accuracy {retain_accuracy:.3f} < {retain_floor}: the fine-tune did not recover"
     measure, bound = (abs(mia - 0.5), mia_margin) if kind == "samples" else (forget_accuracy, tolerance)
-    return {"passed": passed, "forget_accuracy": forget_accuracy, "mia_loss_lr": mia, "reason": reason,
-            "validation_accuracy": val_out.accuracy, "measure": measure, "bound": bound}
+    return {"passed": passed, "collapsed": collapsed, "forget_accuracy": forget_accuracy, "mia_loss_lr": mia,
+            "reason": reason, "validation_accuracy": val_out.accuracy, "retain_accuracy": retain_accuracy,
+            "measure": measure, "bound": bound}
 
 
 def sweep_markdown(rows: Sequence[Mapping[str, float]], *, validation_source: str, chosen: float | None = None) -> str:

@@ -249,7 +249,9 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
 
         With ``top_fraction="auto"`` the fine-tuned model is verified (sweep.verify_forgetting); while it
         fails, the original weights come back and a larger swept fraction (sweep.next_fraction) is fine-tuned,
-        up to ``auto_max_attempts`` fine-tunes. ``auto_sweep["attempts"]`` records each.
+        up to ``auto_max_attempts`` fine-tunes (none after one whose fine-tune collapsed). ``auto_sweep["attempts"]``
+        records each. When none passes, the run ends with the attempt closest to the criterion that did not
+        collapse, fine-tuned again if it was not the last (``auto_sweep["refit"]``).
         """
         start = time.perf_counter()
         checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
@@ -262,35 +264,70 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
             self.compute_fishers()
             fisher_time = time.perf_counter() - t0
         model = self.accelerator.unwrap_model(self.model)
-        fraction = None
         if self.parameter_mask is None and self.args.top_fraction == "auto":
-            fraction = self._auto_start()
+            output, train_time = self._auto_fine_tunes(model, checkpoint, train_kwargs, fisher_time)
         else:
             self.parameter_mask = self.parameter_mask or self.select()
+            output, train_time = self._masked_fine_tune(model, checkpoint, train_kwargs, fisher_time)
+        self.unlearning_stats.update(train_time_s=train_time, total_time_s=time.perf_counter() - start)
+        return output
+
+    def _auto_fine_tunes(self, model, checkpoint, train_kwargs, fisher_time: float):
+        """``top_fraction="auto"``: fine-tune, verify, and while verification fails retry a larger fraction
+        (sweep.next_fraction) from the original weights. Returns (output, seconds of fine-tuning)."""
+        fraction = self._auto_start()
+        fractions = self.auto_sweep["fractions"]
         # Each retry starts from the original weights (buffers included: selected BatchNorm layers update theirs).
-        retries = (fraction is not None and self.args.auto_max_attempts > 1
-                   and any(f > fraction for f in self.auto_sweep["fractions"]))
+        retries = self.args.auto_max_attempts > 1 and any(f > fraction for f in fractions)
         original = {k: v.detach().clone() for k, v in model.state_dict().items()} if retries else None
         train_time = 0.0
         while True:
-            if fraction is not None:
-                self.auto_sweep["chosen"] = fraction
-                self.parameter_mask = self.select(top_fraction=fraction)
-            output, seconds = self._masked_fine_tune(model, checkpoint, train_kwargs, fisher_time)
+            output, seconds = self._fine_tune_fraction(model, fraction, checkpoint, train_kwargs, fisher_time)
             train_time += seconds
-            if fraction is None or self._auto_verified(model, fraction, seconds):
-                break
+            if self._auto_verified(model, fraction, seconds):
+                return output, train_time
             attempts = self.auto_sweep["attempts"]
-            following = next_fraction(self.auto_sweep["fractions"], attempts)
+            # After a collapse a larger fraction, which resets more, would only do worse.
+            following = None if attempts[-1]["collapsed"] else next_fraction(fractions, attempts)
             if following is None or len(attempts) >= self.args.auto_max_attempts:
                 break
             logger.info("top_fraction=auto: %s did not forget after the fine-tune (%s); trying %s from the original "
                         "weights.", fraction, attempts[-1]["reason"], following)
+            self._restore_original(model, original)
             fraction = following
-            model.load_state_dict(original)
-            self.optimizer, self.lr_scheduler, self.model_wrapped = None, None, self.model  # a fresh run, not a resume
-        self.unlearning_stats.update(train_time_s=train_time, total_time_s=time.perf_counter() - start)
-        return output
+        closest = self._closest_auto_attempt()
+        if closest is not None:
+            logger.warning("top_fraction=auto: no fine-tuned model passed verification and the last one (%s) is "
+                           "further from the criterion than %s; fine-tuning %s again to end with it.",
+                           fraction, closest, closest)
+            self.auto_sweep["refit"] = closest
+            self._restore_original(model, original)
+            # The same seed, data and mask give that attempt's model again (tests/test_sweep.py checks it).
+            output, seconds = self._fine_tune_fraction(model, closest, checkpoint, train_kwargs, fisher_time)
+            train_time += seconds
+        return output, train_time
+
+    def _fine_tune_fraction(self, model, fraction: float, checkpoint, train_kwargs, fisher_time: float):
+        self.auto_sweep["chosen"] = fraction
+        self.parameter_mask = self.select(top_fraction=fraction)
+        return self._masked_fine_tune(model, checkpoint, train_kwargs, fisher_time)
+
+    def _restore_original(self, model, original: dict) -> None:
+        model.load_state_dict(original)
+        self.optimizer, self.lr_scheduler, self.model_wrapped = None, None, self.model  # a fresh run, not a resume
+
+    def _closest_auto_attempt(self) -> float | None:
+        """After every auto attempt failed: the fraction to fine-tune again, or None to keep the last model.
+
+        The attempt nearest its criterion (lowest ``measure``; the smaller fraction on ties) among those whose
+        fine-tune did not collapse, when that is not the last attempt already.
+        """
+        attempts = self.auto_sweep["attempts"]
+        usable = [a for a in attempts if not a["collapsed"]]
+        if not usable:
+            return None
+        closest = min(usable, key=lambda a: (a["measure"], a["top_fraction"]))
+        return None if closest is attempts[-1] else closest["top_fraction"]
 
     def _auto_start(self) -> float:
         if self.is_fsdp_enabled:
@@ -305,6 +342,7 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         args = self.args
         verdict = verify_forgetting(model, self.forget_dataset, self.eval_dataset, kind=self.auto_sweep["kind"],
                                     tolerance=args.auto_forget_tolerance, mia_margin=args.auto_mia_margin,
+                                    retain=self.train_dataset, retain_floor=args.auto_retain_floor,
                                     batch_size=args.per_device_eval_batch_size, seed=args.seed)
         model.train()
         self.auto_sweep["attempts"].append({"top_fraction": fraction, "train_time_s": train_seconds, **verdict})

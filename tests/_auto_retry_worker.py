@@ -12,7 +12,7 @@ from hf_deepclean.cli import main
 
 def never_forgot(model, forget, validation, **kwargs):
     return {"passed": False, "forget_accuracy": 1.0, "mia_loss_lr": 1.0, "validation_accuracy": 1.0,
-            "reason": "stub verifier: never forgotten", "measure": 1.0, "bound": 0.02}
+            "reason": "stub verifier: never forgotten", "measure": 1.0, "bound": 0.02, "collapsed": False}
 
 
 sweep.verify_forgetting = never_forgot

@@ -131,6 +131,31 @@ def test_verify_forgetting_fails_the_original_and_passes_the_gold_model(setup):
     assert (samples["measure"], samples["bound"]) == (abs(samples["mia_loss_lr"] - 0.5), 0.05)
 
 
+def _predicting_one_class(model, label: int):
+    """A copy of ``model`` whose classifier always answers ``label``: it 'forgets' every other class."""
+    broken = copy.deepcopy(model)
+    with torch.no_grad():
+        broken.classifier[-1].weight.zero_()
+        broken.classifier[-1].bias.fill_(-10.0)
+        broken.classifier[-1].bias[label] = 10.0
+    return broken
+
+
+def test_verification_does_not_accept_a_collapsed_model(setup):
+    m, _, _, validation = setup
+    forget, val = with_image_transform(m.forget, m.processor), with_image_transform(validation, m.processor)
+    retain = with_image_transform(m.retain, m.processor)
+    other = (int(FORGET_CLASS) + 1) % 10
+    broken = _predicting_one_class(m.gold, other)
+    fooled = verify_forgetting(broken, forget, val, kind="class")
+    assert fooled["passed"] and fooled["forget_accuracy"] == 0.0  # without the retain check, a dead model passes
+    judged = verify_forgetting(broken, forget, val, kind="class", retain=retain, retain_floor=0.5)
+    assert not judged["passed"] and judged["collapsed"] and judged["retain_accuracy"] < 0.2
+    assert "the fine-tune did not recover" in judged["reason"]
+    gold = verify_forgetting(m.gold, forget, val, kind="class", retain=retain, retain_floor=0.5)
+    assert gold["passed"] and not gold["collapsed"] and gold["retain_accuracy"] > 0.9
+
+
 def test_auto_top_fraction_forgets_the_class(tmp_path, setup):
     m, _, (ff, fr), validation = setup
     model = copy.deepcopy(m.original)
@@ -161,7 +186,7 @@ def test_auto_escalates_from_the_original_weights_while_verification_fails(tmp_p
     def never_forgot(model, forget, validation, **kwargs):
         measure = next(measures)
         return {"passed": False, "forget_accuracy": measure, "mia_loss_lr": 1.0, "validation_accuracy": 1.0,
-                "reason": "stub verifier: never forgotten", "measure": measure, "bound": 0.02}
+                "reason": "stub verifier: never forgotten", "measure": measure, "bound": 0.02, "collapsed": False}
 
     monkeypatch.setattr(hf_deepclean.sweep, "verify_forgetting", never_forgot)
     m, _, (ff, fr), validation = setup
@@ -220,3 +245,35 @@ def test_noisy_fraction_runs_declare_the_noisy_labels_criterion():
     assert declared_auto_kind("infer", run(ForgetSpec(noisy_fraction=0.1))) == "noisy_labels"
     assert declared_auto_kind("infer", run(ForgetSpec(labels=[3]))) == "infer"  # left to forget_kind's inference
     assert declared_auto_kind("samples", run(ForgetSpec(noisy_fraction=0.1))) == "samples"  # an explicit choice wins
+
+
+def test_auto_stops_after_a_collapse_and_ends_with_the_closest_attempt(tmp_path, setup, monkeypatch):
+    # The second attempt collapses (stub): no third attempt, and the run ends with the first attempt's fraction,
+    # fine-tuned again: bit-identical to a direct run at that fraction.
+    import hf_deepclean.sweep
+
+    verdicts = iter([{"measure": 0.5, "collapsed": False}, {"measure": 0.0, "collapsed": True}])
+
+    def first_close_then_collapsed(model, forget, validation, **kwargs):
+        verdict = next(verdicts)
+        return {"passed": False, "forget_accuracy": verdict["measure"], "mia_loss_lr": 1.0, "validation_accuracy": 0.1,
+                "reason": "stub verifier", "bound": 0.02, **verdict}
+
+    monkeypatch.setattr(hf_deepclean.sweep, "verify_forgetting", first_close_then_collapsed)
+    m, _, (ff, fr), validation = setup
+    model = copy.deepcopy(m.original)
+    common = dict(output_dir=str(tmp_path), num_train_epochs=0.25, use_cpu=True, disable_tqdm=True,
+                  logging_strategy="no", report_to="none")
+    args = DeepCleanConfig(top_fraction="auto", auto_retain_floor=0.0, auto_fractions=[0.3, 0.5, 0.6], **common)
+    trainer = DeepCleanTrainer(model, args, train_dataset=m.retain, forget_dataset=m.forget, eval_dataset=validation,
+                               processing_class=m.processor, fisher_forget=ff, fisher_retain=fr)
+    trainer.unlearn()
+    auto = trainer.auto_sweep
+    assert [a["top_fraction"] for a in auto["attempts"]] == [0.3, 0.5]
+    assert auto["refit"] == 0.3 and auto["chosen"] == 0.3 and not auto["verified"]
+    assert abs(trainer.parameter_mask.selected_fraction - 0.3) < 1e-3
+    direct_model = copy.deepcopy(m.original)
+    DeepCleanTrainer(direct_model, DeepCleanConfig(top_fraction=0.3, **common), train_dataset=m.retain,
+                     forget_dataset=m.forget, processing_class=m.processor, fisher_forget=ff, fisher_retain=fr).unlearn()
+    direct = direct_model.state_dict()
+    assert all(torch.equal(value, direct[name]) for name, value in model.state_dict().items())

@@ -162,8 +162,13 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
 def auto_note(auto: dict, validation_source: str) -> str:
     """What ``top_fraction=auto`` did, for the report and the model card."""
     tried = "; ".join(f"{a['top_fraction']:g}: {a['reason']}" for a in auto.get("attempts", []))
-    verdict = ("verified after the fine-tune" if auto.get("verified")
-               else "NOT verified: the last fine-tuned model still fails the criterion")
+    if auto.get("verified"):
+        verdict = "verified after the fine-tune"
+    elif auto.get("refit") is not None:
+        verdict = ("NOT verified: no fine-tuned model met the criterion; this is the attempt closest to it that did "
+                   "not collapse, fine-tuned again")
+    else:
+        verdict = "NOT verified: the last fine-tuned model still fails the criterion"
     return (f"top_fraction=auto ({auto['kind']} forgetting) chose {auto['chosen']:g}, {verdict}. First choice: "
             f"{auto['reason'].rstrip('.')}. Fine-tuned: {tried or 'none'}. Validation: {validation_source.rstrip('.')}.")
 
