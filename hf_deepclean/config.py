@@ -132,7 +132,8 @@ class DeepCleanConfig(TinyModelTrainingArguments):
         default=None, metadata={"help": "Fractions tried by top_fraction=auto (default 0.005 ... 0.5)."}
     )
     auto_retain_floor: float = field(
-        default=0.5, metadata={"help": "top_fraction=auto: minimum retain accuracy right after the reset."}
+        default=0.5, metadata={"help": "top_fraction=auto: minimum retain accuracy right after the reset (first "
+                               "choice) and after each fine-tune (verification: below it the fine-tune collapsed)."}
     )
     auto_margin_steps: int = field(
         default=0,

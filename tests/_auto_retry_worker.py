@@ -1,7 +1,8 @@
 """`hf-deepclean unlearn` with a verifier that never passes, so top_fraction=auto retries every candidate.
 
 Launched on two CPU processes by test_distributed_unlearn.py: each retry restores the original weights and
-trains again, so DDP wraps the model afresh; the frozen weights of the final mask must still be exact.
+trains again, so DDP wraps the model afresh (and once more for the closing refit of the closest attempt, here the
+smallest, since the stub scores every attempt alike); the frozen weights of the final mask must still be exact.
 """
 
 import sys

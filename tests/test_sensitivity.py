@@ -7,7 +7,7 @@ import pytest
 from hf_deepclean.arguments import ConfigError
 from hf_deepclean.commands import benchmark as bench_mod
 from hf_deepclean.commands import benchmark_sensitivity as sens_mod
-from hf_deepclean.commands.benchmark_sensitivity_summary import passing_window
+from hf_deepclean.commands.benchmark_sensitivity_summary import passing_window, to_markdown
 from hf_deepclean.config import PRESETS, DeepCleanConfig
 
 
@@ -75,6 +75,16 @@ def test_window_contiguous_none_and_single():
 ARGS = ["--sensitivity", "--quick", "--architectures", "vit", "--seeds", "0", "--scenarios", "class",
         "--sensitivity_fractions", "0.05", "0.15", "--sensitivity_epochs", "0.5", "--sensitivity_alphas", "3", "10",
         "--sensitivity_timing_repeats", "1", "--method_overrides", '{"deepclean_fast": {"max_steps": 4}}']
+
+
+def test_the_auto_table_shows_collapsed_attempts_and_the_refit():
+    auto = {"model": "vit", "scenario": "noisy_labels", "seed": 0, "start": 0.1, "chosen": 0.1, "refit": 0.1,
+            "attempts": [{"top_fraction": 0.1, "passed": False, "collapsed": False},
+                         {"top_fraction": 0.5, "passed": False, "collapsed": True}],
+            "delta_forget_accuracy": 0.03, "delta_test_accuracy": -0.02, "passes": False, "inside": False,
+            "time_s": 9.0}
+    text = to_markdown({"seeds": [0], "windows": [], "noise_floor": [], "auto": [auto], "fast_vs_ssd": [], "rows": []})
+    assert "| 0.1 (no), 0.5 (collapsed); none verified, 0.1 fine-tuned again (closest) | 0.1 |" in text
 
 
 def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):

@@ -276,7 +276,8 @@ class _Group:
         if trainer.args.early_stopping_patience is not None:
             point.update({k: stats[k] for k in ("early_stopping_best_epoch", "early_stopping_epochs_run")})
         return {**point, "kind": kind, "chosen": auto["chosen"], "start": auto["start"], "reason": auto["reason"],
-                "verified": auto["verified"], "attempts": auto["attempts"], "validation_size": len(validation),
+                "verified": auto["verified"], "attempts": auto["attempts"], "refit": auto.get("refit"),
+                "validation_size": len(validation),
                 "reset_only_rows": auto["rows"]}
 
     def _heldout_test(self, model, heldout) -> dict:

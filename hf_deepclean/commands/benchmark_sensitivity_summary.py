@@ -117,7 +117,10 @@ def to_markdown(summary: dict) -> str:
               "| Model | Scenario | Seed | First choice | Fine-tuned (verified?) | Chosen | ΔAcc_Df / ΔAcc_test | passes "
               "| ΔAcc_test held out | passes held out | in window | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in summary["auto"]:
-        tried = ", ".join(f"{t['top_fraction']:g} ({'yes' if t['passed'] else 'no'})" for t in a.get("attempts", []))
+        tried = ", ".join(f"{t['top_fraction']:g} ({'yes' if t['passed'] else 'collapsed' if t.get('collapsed') else 'no'})"
+                          for t in a.get("attempts", []))
+        if a.get("refit") is not None:
+            tried += f"; none verified, {a['refit']:g} fine-tuned again (closest)"
         lines.append(f"| {a['model']} | {a['scenario']} | {a['seed']} | {_fmt(a.get('start'))} | {tried} | "
                      f"{_fmt(a['chosen'])} | {_fmt(a.get('delta_forget_accuracy'), signed=True)} / "
                      f"{_fmt(a.get('delta_test_accuracy'), signed=True)} | {'yes' if a['passes'] else 'no'} | "
