@@ -251,7 +251,8 @@ def verify_forgetting(
     collapsed = retain_accuracy is not None and retain_accuracy < retain_floor
     if collapsed:
         passed = False
-        reason += f", but retain accuracy {retain_accuracy:.3f} < {retain_floor}: the fine-tune did not recover"
+        reason += (f", but retain accuracy {retain_accuracy:.3f} < {retain_floor}: the fine-tune did not recover "
+                   f"(if the original model scores this low on its own training data, lower --auto_retain_floor)")
     measure, bound = (abs(mia - 0.5), mia_margin) if kind == "samples" else (forget_accuracy, tolerance)
     return {"passed": passed, "collapsed": collapsed, "forget_accuracy": forget_accuracy, "mia_loss_lr": mia,
             "reason": reason, "validation_accuracy": val_out.accuracy, "retain_accuracy": retain_accuracy,
