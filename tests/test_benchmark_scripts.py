@@ -32,15 +32,22 @@ def test_trainer_overhead_script_compares_both_kernels_with_the_plain_step():
         assert f"masked DeepClean step, {kernels}:" in out and "masked / plain" in out
 
 
-def test_auto_budget_table_counts_passes_whole_and_held_out(tmp_path):
-    def auto(seed, passes, passes_heldout, time_s):
+def test_auto_budget_table_counts_passes_forgetting_and_verification(tmp_path):
+    def auto(seed, passes, passes_heldout, time_s, delta_forget=0.0, verified=True):
         return {"model": "resnet", "scenario": "noisy_labels", "seed": seed, "passes": passes,
-                "passes_heldout": passes_heldout, "time_s": time_s}
+                "passes_heldout": passes_heldout, "time_s": time_s, "delta_forget_accuracy": delta_forget,
+                "verified": verified}
 
+    tolerances = {"forget_accuracy": 0.02, "test_accuracy": 0.01}
     fixed = tmp_path / "fixed.json"
-    fixed.write_text(json.dumps({"auto": [auto(0, True, False, 2.0), auto(1, False, False, 3.0)]}))
+    fixed.write_text(json.dumps({"tolerances": tolerances, "auto": [
+        auto(0, True, False, 2.0), auto(1, False, False, 3.0, delta_forget=0.05, verified=False)]}))
     stop = tmp_path / "stop.json"
-    stop.write_text(json.dumps({"auto": [auto(0, True, True, 5.0), auto(1, True, None, 7.0)]}))
+    stop.write_text(json.dumps({"tolerances": tolerances, "auto": [
+        auto(0, True, True, 5.0), auto(1, True, None, 7.0, delta_forget=-0.02),
+        {**auto(0, False, False, 4.0), "model": "vit"}]}))
     out = _run("auto_budget_table.py", f"fixed2={fixed}", f"stop={stop}")
     assert "| Model, scenario | fixed2 | stop |" in out
-    assert "| resnet, noisy_labels | 1/2, 0/2 held out, 2.5 s | 2/2, 1/1 held out, 6.0 s |" in out
+    assert ("| resnet, noisy_labels | 1/2, 0/2 held out; forgot 1/2, verified 1/2; 2.5 s | "
+            "2/2, 1/1 held out; forgot 2/2, verified 2/2; 6.0 s |") in out
+    assert "| vit, noisy_labels | not run | 0/1, 0/1 held out; forgot 1/1, verified 1/1; 4.0 s |" in out
