@@ -187,10 +187,12 @@ def next_fraction(fractions: Sequence[float], failed: Sequence[Mapping[str, floa
     swept fraction. After more, when the measure fell between the last two attempts, the next try aims where
     the straight line through them on log-log axes meets the bound (a power law in the fraction): the smallest
     swept fraction at or above that point, and never less than the next one (no progress between the two: the
-    largest, where a line flattening to level meets the bound). Why: where the memory is spread
-    over many weights the fine-tuned forget accuracy falls slowly (a digits ViT's wrong labels: 5.6 %, 4.2 %,
-    3.5 % at fractions 0.1, 0.15, 0.2), and stepping one swept value at a time spent every attempt before the
-    fractions that forget them; where one step suffices (class forgetting) nothing changes.
+    largest, where a line flattening to level meets the bound).
+
+    Why: where the memory is spread over many weights the fine-tuned forget accuracy falls slowly (a digits
+    ViT's wrong labels: 5.6 %, 4.2 %, 3.5 % at fractions 0.1, 0.15, 0.2), and stepping one swept value at a
+    time spent every attempt before the fractions that forget them; where one step suffices (class
+    forgetting) nothing changes.
     """
     if not failed:
         raise ValueError("next_fraction needs at least one failed attempt.")
