@@ -277,9 +277,10 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         (sweep.next_fraction) from the original weights. Returns (output, seconds of fine-tuning)."""
         fraction = self._auto_start()
         fractions = self.auto_sweep["fractions"]
-        # Each retry starts from the original weights (buffers included: selected BatchNorm layers update theirs).
+        # Each retry starts from the original weights (buffers included: selected BatchNorm layers update theirs),
+        # kept in host memory so that a retry costs no accelerator memory.
         retries = self.args.auto_max_attempts > 1 and any(f > fraction for f in fractions)
-        original = {k: v.detach().clone() for k, v in model.state_dict().items()} if retries else None
+        original = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if retries else None
         train_time = 0.0
         while True:
             output, seconds = self._fine_tune_fraction(model, fraction, checkpoint, train_kwargs, fisher_time)
