@@ -441,11 +441,14 @@ def test_unlearn_run_writes_no_forget_ids_or_file_names(ws, tmp_path, capsys):
 
 @pytest.mark.parametrize("forget, kind", [({"forget_labels": "3"}, "class"),
                                           ({"forget_labels": None, "noisy_fraction": "0.05"}, "noisy_labels")])
-def test_unlearn_auto_records_its_criterion_and_attempts(ws, tmp_path, capsys, forget, kind):
+def test_unlearn_auto_records_its_criterion_and_attempts(ws, tmp_path, capsys, caplog, forget, kind):
     # --noisy_fraction makes auto judge agreement with the wrong labels (the labels alone look like samples).
     out = tmp_path / "out"
     argv = _argv(out, ws, top_fraction="auto", auto_fractions=["0.05", "0.3"], **forget)
-    assert main(argv) == 0
+    with caplog.at_level("WARNING", logger="hf_deepclean"):
+        assert main(argv) == 0
+    # Mislabeled samples with a fixed budget: the run points to the budget rule.
+    assert ("--early_stopping_patience 2 --num_train_epochs 8" in caplog.text) == (kind == "noisy_labels")
     notes = [n for n in json.loads((out / "unlearning_report.json").read_text())["notes"] if "top_fraction=auto" in n]
     assert len(notes) == 1
     notes = notes[0]

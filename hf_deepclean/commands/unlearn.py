@@ -102,6 +102,13 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     validation = source = None
     if args.top_fraction == "auto":
         args.auto_kind = declared_auto_kind(args.auto_kind, data)
+    mislabeled = (data.spec is not None and data.spec.kind == "noisy_labels") or args.auto_kind == "noisy_labels"
+    if mislabeled and args.early_stopping_patience is None:
+        logger.warning(
+            "Forgetting mislabeled samples: the fine-tune must also undo what the wrong labels did to the rest of the "
+            "model, which a fixed %g-epoch budget often cuts short (BENCHMARKS.md: the digits ResNet matched its gold "
+            "model on 2 of 6 seeds with 2 epochs, on 6 of 6 with --early_stopping_patience 2 --num_train_epochs 8). "
+            "Consider those flags: they let a validation split, not a guess, decide the length.", args.num_train_epochs)
     if args.top_fraction == "auto" or args.early_stopping_patience is not None:
         validation, source = carve_validation(data, seed=data_args.split_seed)
         logger.info("Validation split (top_fraction=auto, early stopping): %s.", source)
