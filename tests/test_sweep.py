@@ -93,7 +93,7 @@ def test_later_retries_aim_where_the_power_law_through_the_last_two_attempts_mee
     assert next_fraction(fractions, _failed((0.1, 0.056), (0.15, 0.042))) == 0.5
     # Beyond the largest swept fraction: the largest.
     assert next_fraction(fractions, _failed((0.005, 0.9), (0.01, 0.89))) == 0.5
-    # Almost there: never less than the next step.
+    # Almost there: the aim falls just past the last fraction, so the next swept one.
     assert next_fraction(fractions, _failed((0.05, 0.03), (0.1, 0.021))) == 0.15
     # Only the last two attempts count.
     assert next_fraction(fractions, _failed((0.005, 0.9), (0.01, 0.4), (0.02, 0.2))) == 0.2
