@@ -127,14 +127,19 @@ def reset_sweep(
 
 
 def _judge(kind: str, forget_accuracy: float, mia: float, *, bound: float, bound_text: str,
-           mia_margin: float) -> tuple[bool, str]:
-    """The forgetting criterion of ``kind`` (module doc), shared by the reset-only choice and the verification."""
+           mia_margin: float) -> tuple[bool, str, float, float]:
+    """The forgetting criterion of ``kind`` (module doc), shared by the reset-only choice and the verification.
+
+    Returns whether it passed, why, and the criterion as ``measure <= limit``: forget accuracy and ``bound``, or
+    for samples |loss-MIA - 0.5| and ``mia_margin``.
+    """
     if kind == "samples":
-        passed = abs(mia - 0.5) <= mia_margin
-        return passed, f"loss-MIA {mia:.3f} {'within' if passed else 'outside'} {mia_margin} of 0.5"
+        measure, limit = abs(mia - 0.5), mia_margin
+        passed = measure <= limit
+        return passed, f"loss-MIA {mia:.3f} {'within' if passed else 'outside'} {mia_margin} of 0.5", measure, limit
     passed = forget_accuracy <= bound
     what = "forget accuracy" if kind == "class" else "agreement with the given (noisy) labels"
-    return passed, f"{what} {forget_accuracy:.3f} {'<=' if passed else '>'} {bound_text}"
+    return passed, f"{what} {forget_accuracy:.3f} {'<=' if passed else '>'} {bound_text}", forget_accuracy, bound
 
 
 def choose_top_fraction(
@@ -159,8 +164,8 @@ def choose_top_fraction(
     for i, row in enumerate(ordered):
         if row["retain_accuracy"] < retain_floor:
             continue
-        passed, why = _judge(kind, row["forget_accuracy"], row["mia_loss_lr"], bound=chance,
-                             bound_text=f"chance {chance:.3f}", mia_margin=mia_margin)
+        passed, why, _, _ = _judge(kind, row["forget_accuracy"], row["mia_loss_lr"], bound=chance,
+                                   bound_text=f"chance {chance:.3f}", mia_margin=mia_margin)
         if not passed:
             continue
         chosen = row
@@ -247,15 +252,14 @@ def verify_forgetting(
     forget_out, val_out = outputs(forget), outputs(validation)
     forget_accuracy = forget_out.accuracy
     mia = float(mia_loss_lr(forget_out.losses, val_out.losses, seed=seed)["accuracy"])
-    passed, reason = _judge(kind, forget_accuracy, mia, bound=tolerance, bound_text=f"{tolerance}",
-                            mia_margin=mia_margin)
+    passed, reason, measure, bound = _judge(kind, forget_accuracy, mia, bound=tolerance, bound_text=f"{tolerance}",
+                                            mia_margin=mia_margin)
     retain_accuracy = None if retain is None else outputs(seeded_subset(retain, retain_sample_size, seed)).accuracy
     collapsed = retain_accuracy is not None and retain_accuracy < retain_floor
     if collapsed:
         passed = False
         reason += (f", but retain accuracy {retain_accuracy:.3f} < {retain_floor}: the fine-tune did not recover "
                    f"(if the original model scores this low on its own training data, lower --auto_retain_floor)")
-    measure, bound = (abs(mia - 0.5), mia_margin) if kind == "samples" else (forget_accuracy, tolerance)
     return {"passed": passed, "collapsed": collapsed, "forget_accuracy": forget_accuracy, "mia_loss_lr": mia,
             "reason": reason, "validation_accuracy": val_out.accuracy, "retain_accuracy": retain_accuracy,
             "measure": measure, "bound": bound}
