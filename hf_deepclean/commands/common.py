@@ -25,12 +25,15 @@ class RunData:
     spec: ForgetSpec | None
 
 
-def declared_auto_kind(auto_kind: str, data: RunData) -> str:
-    """``--auto_kind``, with ``infer`` made ``noisy_labels`` for a --noisy_fraction run.
+def forgets_mislabeled_samples(data: RunData) -> bool:
+    """True for a --noisy_fraction run: the labels alone cannot tell mislabeled samples from a privacy request;
+    the forget spec can."""
+    return data.spec is not None and data.spec.kind == "noisy_labels"
 
-    The labels alone cannot tell mislabeled samples from a privacy request; the forget spec can.
-    """
-    if auto_kind == "infer" and data.spec is not None and data.spec.kind == "noisy_labels":
+
+def declared_auto_kind(auto_kind: str, data: RunData) -> str:
+    """``--auto_kind``, with ``infer`` made ``noisy_labels`` for a --noisy_fraction run."""
+    if auto_kind == "infer" and forgets_mislabeled_samples(data):
         return "noisy_labels"
     return auto_kind
 

@@ -10,7 +10,8 @@ from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_ar
 from ..config import DeepCleanConfig
 from ..outputs import check_output_dir, run_folder
 from ..training import read_train_summary
-from .common import RunData, carve_validation, declared_auto_kind, load_model_for, load_processor_for, load_run_data
+from .common import (RunData, carve_validation, declared_auto_kind, forgets_mislabeled_samples, load_model_for,
+                     load_processor_for, load_run_data)
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     validation = source = None
     if args.top_fraction == "auto":
         args.auto_kind = declared_auto_kind(args.auto_kind, data)
-    mislabeled = (data.spec is not None and data.spec.kind == "noisy_labels") or args.auto_kind == "noisy_labels"
+    mislabeled = forgets_mislabeled_samples(data) or args.auto_kind == "noisy_labels"
     if mislabeled and args.early_stopping_patience is None:
         logger.warning(
             "Forgetting mislabeled samples: the fine-tune must also undo what the wrong labels did to the rest of the "
