@@ -7,7 +7,7 @@ import pytest
 from hf_deepclean.arguments import ConfigError
 from hf_deepclean.commands import benchmark as bench_mod
 from hf_deepclean.commands import benchmark_sensitivity as sens_mod
-from hf_deepclean.commands.benchmark_sensitivity_summary import passing_window, to_markdown
+from hf_deepclean.commands.benchmark_sensitivity_summary import passing_window, summarize, to_markdown
 from hf_deepclean.config import PRESETS, DeepCleanConfig
 
 
@@ -70,6 +70,25 @@ def test_window_contiguous_none_and_single():
     assert (single["low"], single["high"], single["ratio"]) == (3, 3, 1.0)
     gap = passing_window([_row(1, 0, 0), _row(2, 0.5, 0), _row(4, 0, 0)])
     assert gap["ratio"] == 4 and not gap["contiguous"] and gap["failing_inside"] == [2]
+
+
+def test_windows_per_seed_judge_each_seed_and_auto_against_its_own_gold():
+    """Seed 0 passes at 0.1 - 0.2, seed 1 at 0.2 - 0.5: the seed-mean window is 0.2 alone, so auto's 0.1 on seed 0
+    is outside it, but inside seed 0's own window; seed 1's 0.1 is outside both."""
+    passing = {0: {0.1, 0.2}, 1: {0.2, 0.5}}
+    cells = [{"model": "vit", "scenario": "class", "method": "deepclean", "budget": 2.0, "param": "top_fraction",
+              "seed": seed, "value": value, "delta_forget_accuracy": 0.0 if value in passing[seed] else 0.3,
+              "delta_test_accuracy": 0.0} for seed in (0, 1) for value in (0.1, 0.2, 0.5)]
+    autos = [{"model": "vit", "scenario": "class", "seed": seed, "chosen": 0.1, "attempts": [],
+              "delta_forget_accuracy": 0.0, "delta_test_accuracy": 0.0} for seed in (0, 1)]
+    summary = summarize(cells, autos, [], [0, 1], 2.0)
+    (mean_window,) = summary["windows"]
+    assert (mean_window["low"], mean_window["high"]) == (0.2, 0.2)
+    assert [(w["seed"], w["low"], w["high"]) for w in summary["seed_windows"]] == [(0, 0.1, 0.2), (1, 0.2, 0.5)]
+    assert [(a["inside"], a["inside_own"]) for a in summary["auto"]] == [(False, True), (False, False)]
+    text = to_markdown(summary)
+    assert "| vit | class | deepclean | 2 | top_fraction | 0.1 – 0.2 (2.0x) | 0.2 – 0.5 (2.5x) |" in text
+    assert "| no | yes | —" in text and "| no | no | —" in text  # in window, in its seed's, s (none recorded)
 
 
 ARGS = ["--sensitivity", "--quick", "--architectures", "vit", "--seeds", "0", "--scenarios", "class",

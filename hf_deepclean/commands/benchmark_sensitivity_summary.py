@@ -66,6 +66,22 @@ def windows(rows: list[dict]) -> list[dict]:
     ]
 
 
+def seed_windows(cells: list[dict]) -> list[dict]:
+    """One passing window per (model, scenario, method, budget, seed): each point judged against its own seed's gold.
+
+    The seed-mean windows above answer "which value works for every model like these"; these answer "which values
+    work for this model", the question ``top_fraction=auto`` answers per model without a gold one.
+    """
+    groups = defaultdict(list)
+    for c in cells:
+        groups[(c["model"], c["scenario"], c["method"], c.get("budget"), c["seed"])].append(c)
+    return [
+        {"model": m, "scenario": s, "method": method, "budget": b, "seed": seed, "param": g[0]["param"],
+         **passing_window(g)}
+        for (m, s, method, b, seed), g in sorted(groups.items(), key=lambda kv: (*kv[0][:3], kv[0][3] or 0, kv[0][4]))
+    ]
+
+
 def _fmt(value, pct: bool = False, signed: bool = False) -> str:
     if not isinstance(value, (int, float)):
         return "—"
@@ -109,13 +125,26 @@ def to_markdown(summary: dict) -> str:
             lines.append(f"| {n['model']} | {n['scenario']} | {per_seed} | "
                          f"{_fmt(n['delta_forget_accuracy'], signed=True)} / {_fmt(n['delta_test_accuracy'], signed=True)}"
                          f" | {'yes' if n['passes_mean'] else 'no'} | {n['passes_per_seed']}/{len(n['per_seed'])} |")
+    if summary.get("seed_windows"):
+        lines += ["", "## Windows per seed (each seed against its own gold)", "",
+                  "| Model | Scenario | Method | Budget | Hyperparameter | " + " | ".join(
+                      f"seed {seed}" for seed in summary["seeds"]) + " |",
+                  "|---|---|---|---|---|" + "---|" * len(summary["seeds"])]
+        per_key = defaultdict(dict)
+        for w in summary["seed_windows"]:
+            per_key[(w["model"], w["scenario"], w["method"], w["budget"], w["param"])][w["seed"]] = w
+        for (model, scenario, method, budget, param), by_seed in per_key.items():
+            cells = [_window_text(by_seed[seed]) if seed in by_seed else "—" for seed in summary["seeds"]]
+            lines.append(f"| {model} | {scenario} | {method} | {_fmt(budget)} | {param} | " + " | ".join(cells) + " |")
     lines += ["", "## top_fraction=auto, run whole (first choice, fine-tune, verification, retries)", "",
               "Validation: a seeded half of the test split. *Passes*: the auto run's own model against this seed's "
               "gold; *held out*: the same on the other half of the test split only (the model's and gold's accuracy "
               "there), which the run never saw, not even to choose when to stop; *in window*: its fraction inside "
-              "the seed-mean window at the default budget.", "",
+              "the seed-mean window at the default budget; *in its seed's*: inside this seed's own window at that "
+              "budget.", "",
               "| Model | Scenario | Seed | First choice | Fine-tuned (verified?) | Chosen | ΔAcc_Df / ΔAcc_test | passes "
-              "| ΔAcc_test held out | passes held out | in window | s |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| ΔAcc_test held out | passes held out | in window | in its seed's | s |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in summary["auto"]:
         tried = ", ".join(f"{t['top_fraction']:g} ({'yes' if t['passed'] else 'collapsed' if t.get('collapsed') else 'no'})"
                           for t in a.get("attempts", []))
@@ -126,7 +155,9 @@ def to_markdown(summary: dict) -> str:
                      f"{_fmt(a.get('delta_test_accuracy'), signed=True)} | {'yes' if a['passes'] else 'no'} | "
                      f"{_fmt(a.get('delta_heldout_test_accuracy'), signed=True)} | "
                      f"{'—' if a.get('passes_heldout') is None else ('yes' if a['passes_heldout'] else 'no')} | "
-                     f"{'yes' if a['inside'] else 'no'} | {_fmt(a.get('time_s') and round(a['time_s'], 2))} |")
+                     f"{'yes' if a['inside'] else 'no'} | "
+                     f"{'—' if a.get('inside_own') is None else ('yes' if a['inside_own'] else 'no')} | "
+                     f"{_fmt(a.get('time_s') and round(a['time_s'], 2))} |")
     lines += ["", "## Fast preset vs SSD at its tuned alpha (best passing alpha of the sweep, else least gap)", "",
               "| Model | Scenario | Seed | SSD alpha | SSD s | SSD ΔAcc_Df / ΔAcc_test | fast s | fast ΔAcc_Df / ΔAcc_test "
               "| fast passes | time ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
@@ -202,10 +233,14 @@ def summarize(cells: list[dict], autos: list[dict], fast: list[dict], seeds: lis
     ``default_budget``; the reseeded gold models' deltas as the noise floor."""
     rows = mean_rows(cells)
     wins = windows(rows)
+    per_seed = seed_windows(cells)
     for a in autos:
         w = next((w for w in wins if (w["model"], w["scenario"], w["method"], w["budget"])
                   == (a["model"], a["scenario"], "deepclean", default_budget)), None)
-        a["inside"] = bool(w and w["low"] is not None and a["chosen"] is not None and w["low"] <= a["chosen"] <= w["high"])
+        a["inside"] = _within(w, a["chosen"])
+        own = next((w for w in per_seed if (w["model"], w["scenario"], w["method"], w["budget"], w["seed"])
+                    == (a["model"], a["scenario"], "deepclean", default_budget, a["seed"])), None)
+        a["inside_own"] = _within(own, a["chosen"]) if own is not None else None
         a["passes"] = passes(a)  # the auto run's own model against this seed's gold
         if "delta_heldout_test_accuracy" in a:  # results written before the held-out half was measured have none
             a["passes_heldout"] = passes({**a, "delta_test_accuracy": a["delta_heldout_test_accuracy"]})
@@ -216,4 +251,9 @@ def summarize(cells: list[dict], autos: list[dict], fast: list[dict], seeds: lis
                 f"{_fmt(a['chosen'])} ({'passes' if a['passes'] else 'fails'}, {'in' if a['inside'] else 'out'})"
                 for a in chosen)
     return {"seeds": seeds, "tolerances": TOLERANCES, "targets": TARGETS, "rows": rows, "windows": wins,
-            "auto": autos, "fast_vs_ssd": fast, "noise_floor": noise_floor_rows(list(noise_floor))}
+            "seed_windows": per_seed, "auto": autos, "fast_vs_ssd": fast,
+            "noise_floor": noise_floor_rows(list(noise_floor))}
+
+
+def _within(window: dict | None, value) -> bool:
+    return bool(window and window["low"] is not None and value is not None and window["low"] <= value <= window["high"])
