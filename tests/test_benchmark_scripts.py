@@ -51,3 +51,26 @@ def test_auto_budget_table_counts_passes_forgetting_and_verification(tmp_path):
     assert ("| resnet, noisy_labels | 1/2, 0/2 held out; forgot 1/2, verified 1/2; 2.5 s | "
             "2/2, 1/1 held out; forgot 2/2, verified 2/2; 6.0 s |") in out
     assert "| vit, noisy_labels | not run | 0/1, 0/1 held out; forgot 1/1, verified 1/1; 4.0 s |" in out
+
+
+def test_forget_fisher_variants_relabel_the_forget_set_and_run_the_sensitivity_benchmark(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import torch
+        from forget_fisher_variants import relabeled
+
+        from hf_deepclean.methods.base import TensorImageDataset
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    forget = TensorImageDataset(torch.tensor([[0.0], [1.0]]), [1, 2])
+    uniform, others = relabeled(forget, 3, "uniform"), relabeled(forget, 3, "others")
+    assert uniform.labels.tolist() == [0, 1, 2, 0, 1, 2] and uniform.pixel_values[:, 0].tolist() == [0, 0, 0, 1, 1, 1]
+    assert others.labels.tolist() == [0, 2, 0, 1] and others.pixel_values[:, 0].tolist() == [0, 0, 1, 1]
+    _run("forget_fisher_variants.py", "uniform", "--sensitivity", "--quick", "--architectures", "vit", "--seeds", "0",
+         "--scenarios", "class", "--sensitivity_fractions", "0.15", "--sensitivity_epochs", "0.5",
+         "--sensitivity_alphas", "10", "--sensitivity_timing_repeats", "1", "--no_plot", "--output_dir", str(tmp_path))
+    rows = json.loads((tmp_path / "sensitivity.json").read_text())["rows"]
+    assert [(r["method"], r["value"]) for r in rows] == [("deepclean", 0.15), ("ssd", 10)]
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "forget_fisher_variants.py"), "expected"],
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "usage: forget_fisher_variants.py {uniform,others}" in proc.stderr
