@@ -75,7 +75,7 @@ class DeepCleanConfig(TinyModelTrainingArguments):
         auto_kind: What is forgotten, which sets auto's criterion: ``infer`` (``class`` when no class of
             D_f is left in D_r, else ``samples``), ``class``, ``samples`` or ``noisy_labels``.
         auto_fractions, auto_retain_floor, auto_margin_steps, auto_mia_margin, auto_forget_tolerance,
-            auto_max_attempts: Settings of ``top_fraction="auto"``.
+            auto_max_accuracy_drop, auto_max_attempts: Settings of ``top_fraction="auto"``.
         early_stopping_patience: The fine-tune's budget without a gold model (see :mod:`hf_deepclean.budget`):
             ``num_train_epochs`` becomes a maximum; the fine-tune stops after this many evaluations on the
             ``eval_dataset`` without improvement of ``metric_for_best_model`` (validation loss unless set) and
@@ -147,6 +147,12 @@ class DeepCleanConfig(TinyModelTrainingArguments):
         default=0.02,
         metadata={"help": "top_fraction=auto, class and noisy labels: the fine-tuned model must score at most this "
                   "forget accuracy (a model that never saw the class or the wrong labels scores ~0)."},
+    )
+    auto_max_accuracy_drop: float = field(
+        default=0.05,
+        metadata={"help": "top_fraction=auto, verification: the fine-tuned model's validation accuracy (without the "
+                  "forgotten classes when forgetting classes) may be at most this far under the original's; further "
+                  "under, the fine-tune did not recover from the reset (1 turns the check off)."},
     )
     auto_max_attempts: int = field(
         default=3,
@@ -250,6 +256,9 @@ class DeepCleanConfig(TinyModelTrainingArguments):
             raise ValueError(f"auto_max_attempts={self.auto_max_attempts} must be >= 1.")
         if not 0.0 <= self.auto_forget_tolerance <= 1.0:
             raise ValueError(f"auto_forget_tolerance={self.auto_forget_tolerance} must be in [0, 1].")
+        if not 0.0 <= self.auto_max_accuracy_drop <= 1.0:
+            raise ValueError(f"auto_max_accuracy_drop={self.auto_max_accuracy_drop} must be in [0, 1] (an accuracy "
+                             "difference; 1 turns the check off).")
 
     def _apply_preset(self) -> None:
         """Fill the fields nobody set with the preset's values (before validation)."""

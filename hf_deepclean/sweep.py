@@ -18,8 +18,9 @@ criterion needing no gold model, by the kind of forgetting:
 A reset-only model predicts the fine-tuned one only roughly (the fine-tune restores part of what the
 reset removed), so ``top_fraction="auto"`` then verifies: after the fine-tune, :func:`verify_forgetting`
 applies the criterion to the fine-tuned model (class and noisy labels: forget accuracy at most a
-tolerance, 0.02 by default, since a model that never saw the class or the wrong labels scores ~0), and
-:func:`next_fraction` picks the larger swept fraction to try next, from the original weights, while it fails
+tolerance, 0.02 by default, since a model that never saw the class or the wrong labels scores ~0; and a
+fine-tune that did not recover, with retain accuracy under the floor or validation accuracy more than a set drop
+under the original model's, proves nothing and fails), and :func:`next_fraction` picks the larger swept fraction to try next, from the original weights, while it fails
 (the next one, then where the last two attempts' trend meets the criterion).
 """
 
@@ -216,6 +217,29 @@ def next_fraction(fractions: Sequence[float], failed: Sequence[Mapping[str, floa
     return next((f for f in larger if f >= aim), larger[-1])
 
 
+def kept_validation_accuracy(model: torch.nn.Module, forget, validation, *, kind: str, image_processor=None,
+                             batch_size: int = 256) -> float:
+    """``model``'s accuracy on ``validation`` without the forgotten classes when ``kind`` is ``class`` (all of it
+    otherwise): what an unlearned model should still get right. The reference :func:`verify_forgetting` compares
+    the fine-tuned model with, measured on the original."""
+    from .evaluation import collect_outputs
+
+    def outputs(dataset):
+        return collect_outputs(model, dataset, image_processor=image_processor, batch_size=batch_size)
+
+    return _kept_accuracy(outputs(validation), outputs(forget) if kind == "class" else None)
+
+
+def _kept_accuracy(validation_out, forget_out=None) -> float:
+    """Accuracy on the validation samples whose class is not among ``forget_out``'s labels (all without it)."""
+    if forget_out is None:
+        return validation_out.accuracy
+    kept = ~np.isin(validation_out.labels, np.unique(forget_out.labels))
+    if not kept.any():
+        return float("nan")
+    return float((validation_out.predictions[kept] == validation_out.labels[kept]).mean())
+
+
 def verify_forgetting(
     model: torch.nn.Module,
     forget,
@@ -227,6 +251,8 @@ def verify_forgetting(
     retain=None,
     retain_floor: float = 0.5,
     retain_sample_size: int | None = 500,
+    reference_accuracy: float | None = None,
+    max_accuracy_drop: float = 0.05,
     image_processor=None,
     batch_size: int = 256,
     seed: int = 0,
@@ -235,9 +261,10 @@ def verify_forgetting(
 
     ``class`` and ``noisy_labels``: forget accuracy (for noisy labels, agreement with the wrong labels)
     at most ``tolerance``; a model that never saw the class or the labels scores about 0. ``samples``:
-    loss-MIA between the forget set and ``validation`` within ``mia_margin`` of 0.5. With ``retain``
-    (D_r), its accuracy on a seeded sample must also be at least ``retain_floor``: a model whose fine-tune
-    did not recover from the reset (``collapsed``) forgets everything, which proves nothing.
+    loss-MIA between the forget set and ``validation`` within ``mia_margin`` of 0.5. A model whose fine-tune
+    did not recover from the reset (``collapsed``) fails whatever it forgot, which then proves nothing: with
+    ``retain`` (D_r), its accuracy on a seeded sample under ``retain_floor``; with ``reference_accuracy`` (the
+    original model's :func:`kept_validation_accuracy`), its own more than ``max_accuracy_drop`` under it.
     Returns ``passed``, ``collapsed``, the measurements, the reason, and the criterion as ``measure`` <=
     ``bound`` (forget accuracy and tolerance; for samples |loss-MIA - 0.5| and the margin).
     """
@@ -255,14 +282,23 @@ def verify_forgetting(
     passed, reason, measure, bound = _judge(kind, forget_accuracy, mia, bound=tolerance, bound_text=f"{tolerance}",
                                             mia_margin=mia_margin)
     retain_accuracy = None if retain is None else outputs(seeded_subset(retain, retain_sample_size, seed)).accuracy
-    collapsed = retain_accuracy is not None and retain_accuracy < retain_floor
-    if collapsed:
-        passed = False
+    kept_accuracy = _kept_accuracy(val_out, forget_out if kind == "class" else None)
+    collapsed = False
+    if retain_accuracy is not None and retain_accuracy < retain_floor:
+        collapsed = True
         reason += (f", but retain accuracy {retain_accuracy:.3f} < {retain_floor}: the fine-tune did not recover "
                    f"(if the original model scores this low on its own training data, lower --auto_retain_floor)")
+    elif reference_accuracy is not None and reference_accuracy - kept_accuracy > max_accuracy_drop:
+        collapsed = True
+        which = "validation accuracy outside the forgotten classes" if kind == "class" else "validation accuracy"
+        reason += (f", but {which} {kept_accuracy:.3f} is {100 * (reference_accuracy - kept_accuracy):.1f} points "
+                   f"under the original's {reference_accuracy:.3f} (more than {100 * max_accuracy_drop:g}): the "
+                   f"fine-tune did not recover the model's accuracy (give it more epochs, e.g. "
+                   f"--early_stopping_patience 2 --num_train_epochs 8, or raise --auto_max_accuracy_drop)")
+    passed = passed and not collapsed
     return {"passed": passed, "collapsed": collapsed, "forget_accuracy": forget_accuracy, "mia_loss_lr": mia,
-            "reason": reason, "validation_accuracy": val_out.accuracy, "retain_accuracy": retain_accuracy,
-            "measure": measure, "bound": bound}
+            "reason": reason, "validation_accuracy": val_out.accuracy, "kept_validation_accuracy": kept_accuracy,
+            "retain_accuracy": retain_accuracy, "measure": measure, "bound": bound}
 
 
 def sweep_markdown(rows: Sequence[Mapping[str, float]], *, validation_source: str, chosen: float | None = None) -> str:

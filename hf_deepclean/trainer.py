@@ -221,7 +221,7 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
 
     def choose_top_fraction(self) -> float:
         """``top_fraction="auto"``, first stage: sweep reset-only models, keep the smallest that forgets (sweep.py)."""
-        from .sweep import DEFAULT_FRACTIONS, choose_top_fraction, forget_kind, reset_sweep
+        from .sweep import DEFAULT_FRACTIONS, choose_top_fraction, forget_kind, kept_validation_accuracy, reset_sweep
 
         if self.eval_dataset is None:
             raise ValueError("top_fraction='auto' needs eval_dataset: a validation split the model was not trained on.")
@@ -239,8 +239,12 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
             rows, kind=kind, num_classes=model.config.num_labels,
             retain_floor=args.auto_retain_floor, mia_margin=args.auto_mia_margin, margin_steps=args.auto_margin_steps,
         )
+        # What verification holds each fine-tuned model to: the original's accuracy on what it should keep.
+        original_accuracy = kept_validation_accuracy(model, self.forget_dataset, self.eval_dataset, kind=kind,
+                                                     batch_size=args.per_device_eval_batch_size)
         self.auto_sweep = {"rows": rows, "fractions": fractions, "start": fraction, "chosen": fraction,
-                           "reason": reason, "kind": kind, "class_forgetting": kind == "class", "attempts": []}
+                           "reason": reason, "kind": kind, "class_forgetting": kind == "class", "attempts": [],
+                           "original_validation_accuracy": original_accuracy}
         logger.info("top_fraction=auto starts at %s: %s.", fraction, reason)
         return fraction
 
@@ -344,6 +348,8 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         verdict = verify_forgetting(model, self.forget_dataset, self.eval_dataset, kind=self.auto_sweep["kind"],
                                     tolerance=args.auto_forget_tolerance, mia_margin=args.auto_mia_margin,
                                     retain=self.train_dataset, retain_floor=args.auto_retain_floor,
+                                    reference_accuracy=self.auto_sweep["original_validation_accuracy"],
+                                    max_accuracy_drop=args.auto_max_accuracy_drop,
                                     batch_size=args.per_device_eval_batch_size, seed=args.seed)
         model.train()
         self.auto_sweep["attempts"].append({"top_fraction": fraction, "train_time_s": train_seconds, **verdict})

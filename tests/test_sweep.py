@@ -7,8 +7,8 @@ from _eval_models import FORGET_CLASS, trained_models
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.data import collate_fn, with_image_transform
 from hf_deepclean.fisher import fisher_diagonal
-from hf_deepclean.sweep import (choose_top_fraction, forget_kind, is_class_forgetting, next_fraction, reset_sweep,
-                                sweep_markdown, verify_forgetting)
+from hf_deepclean.sweep import (choose_top_fraction, forget_kind, is_class_forgetting, kept_validation_accuracy,
+                                next_fraction, reset_sweep, sweep_markdown, verify_forgetting)
 from hf_deepclean.trainer import DeepCleanTrainer
 
 
@@ -156,6 +156,50 @@ def test_verification_does_not_accept_a_collapsed_model(setup):
     assert gold["passed"] and not gold["collapsed"] and gold["retain_accuracy"] > 0.9
 
 
+def test_verification_fails_a_fine_tune_that_lost_the_models_accuracy(setup):
+    m, _, _, validation = setup
+    forget, val = with_image_transform(m.forget, m.processor), with_image_transform(validation, m.processor)
+    # The reference leaves the forgotten class out: gold misses every validation image of it, the original none.
+    original = kept_validation_accuracy(m.original, forget, val, kind="class")
+    gold_kept = kept_validation_accuracy(m.gold, forget, val, kind="class")
+    gold_all = kept_validation_accuracy(m.gold, forget, val, kind="samples")
+    assert gold_all < gold_kept - 0.05 and abs(gold_kept - original) <= 0.05
+    gold = verify_forgetting(m.gold, forget, val, kind="class", reference_accuracy=original)
+    assert gold["passed"] and not gold["collapsed"] and gold["kept_validation_accuracy"] == gold_kept
+    # The same model held to an original 6 points better: it forgot, but lost accuracy it should have kept.
+    judged = verify_forgetting(m.gold, forget, val, kind="class", reference_accuracy=gold_kept + 0.06)
+    assert not judged["passed"] and judged["collapsed"] and judged["forget_accuracy"] == 0.0
+    assert "6.0 points under the original's" in judged["reason"] and "--auto_max_accuracy_drop" in judged["reason"]
+    lenient = verify_forgetting(m.gold, forget, val, kind="class", reference_accuracy=gold_kept + 0.06,
+                                max_accuracy_drop=0.1)
+    assert lenient["passed"]
+
+
+def test_auto_holds_each_fine_tune_to_the_originals_validation_accuracy(tmp_path, setup, monkeypatch):
+    import hf_deepclean.sweep
+
+    seen = []
+    real = hf_deepclean.sweep.verify_forgetting
+
+    def recording(model, forget, validation, **kwargs):
+        seen.append({k: kwargs[k] for k in ("reference_accuracy", "max_accuracy_drop")})
+        return real(model, forget, validation, **kwargs)
+
+    monkeypatch.setattr(hf_deepclean.sweep, "verify_forgetting", recording)
+    m, _, (ff, fr), validation = setup
+    args = DeepCleanConfig(output_dir=str(tmp_path), top_fraction="auto", num_train_epochs=0.25, use_cpu=True,
+                           disable_tqdm=True, logging_strategy="no", report_to="none", auto_max_accuracy_drop=0.2,
+                           auto_max_attempts=1)
+    trainer = DeepCleanTrainer(copy.deepcopy(m.original), args, train_dataset=m.retain, forget_dataset=m.forget,
+                               eval_dataset=validation, processing_class=m.processor, fisher_forget=ff, fisher_retain=fr)
+    trainer.unlearn()
+    reference = kept_validation_accuracy(m.original, with_image_transform(m.forget, m.processor),
+                                         with_image_transform(validation, m.processor), kind="class")
+    assert trainer.auto_sweep["original_validation_accuracy"] == pytest.approx(reference)
+    assert seen == [{"reference_accuracy": pytest.approx(reference), "max_accuracy_drop": 0.2}]
+    assert "kept_validation_accuracy" in trainer.auto_sweep["attempts"][0]
+
+
 def test_auto_top_fraction_forgets_the_class(tmp_path, setup):
     m, _, (ff, fr), validation = setup
     model = copy.deepcopy(m.original)
@@ -230,7 +274,8 @@ def test_top_fraction_parsing(tmp_path):
 
 
 def test_auto_settings_are_validated_with_the_field_name(tmp_path):
-    for field, value in (("auto_kind", "typo"), ("auto_max_attempts", 0), ("auto_forget_tolerance", 1.5)):
+    for field, value in (("auto_kind", "typo"), ("auto_max_attempts", 0), ("auto_forget_tolerance", 1.5),
+                         ("auto_max_accuracy_drop", -0.1)):
         with pytest.raises(ValueError, match=field):
             DeepCleanConfig(output_dir=str(tmp_path), top_fraction="auto", **{field: value})
 

@@ -277,7 +277,7 @@ class _Group:
             point.update({k: stats[k] for k in ("early_stopping_best_epoch", "early_stopping_epochs_run")})
         return {**point, "kind": kind, "chosen": auto["chosen"], "start": auto["start"], "reason": auto["reason"],
                 "verified": auto["verified"], "attempts": auto["attempts"], "refit": auto.get("refit"),
-                "validation_size": len(validation),
+                "original_validation_accuracy": auto["original_validation_accuracy"], "validation_size": len(validation),
                 "reset_only_rows": auto["rows"]}
 
     def _heldout_test(self, model, heldout) -> dict:
