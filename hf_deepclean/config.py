@@ -133,7 +133,7 @@ class DeepCleanConfig(TinyModelTrainingArguments):
     )
     auto_retain_floor: float = field(
         default=0.5, metadata={"help": "top_fraction=auto: minimum retain accuracy right after the reset (first "
-                               "choice) and after each fine-tune (verification: below it the fine-tune collapsed)."}
+                               "choice) and after each fine-tune (verification: below it the fine-tune did not recover)."}
     )
     auto_margin_steps: int = field(
         default=0,

@@ -253,9 +253,9 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
 
         With ``top_fraction="auto"`` the fine-tuned model is verified (sweep.verify_forgetting); while it
         fails, the original weights come back and a larger swept fraction (sweep.next_fraction) is fine-tuned,
-        up to ``auto_max_attempts`` fine-tunes (none after one whose fine-tune collapsed). ``auto_sweep["attempts"]``
-        records each. When none passes, the run ends with the attempt closest to the criterion that did not
-        collapse, fine-tuned again if it was not the last (``auto_sweep["refit"]``).
+        up to ``auto_max_attempts`` fine-tunes (none after one whose fine-tune did not recover).
+        ``auto_sweep["attempts"]`` records each. When none passes, the run ends with the attempt closest to the criterion whose fine-tune
+        recovered, fine-tuned again if it was not the last (``auto_sweep["refit"]``).
         """
         start = time.perf_counter()
         checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
@@ -292,7 +292,8 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
             if self._auto_verified(model, fraction, seconds):
                 return output, train_time
             attempts = self.auto_sweep["attempts"]
-            # After a collapse a larger fraction, which resets more, would only do worse.
+            # After a fine-tune that did not recover (collapsed, or lost accuracy) a larger fraction, which resets
+            # more, would only do worse.
             following = None if attempts[-1]["collapsed"] else next_fraction(fractions, attempts)
             if following is None or len(attempts) >= self.args.auto_max_attempts:
                 break
@@ -325,7 +326,7 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         """After every auto attempt failed: the fraction to fine-tune again, or None to keep the last model.
 
         The attempt nearest its criterion (lowest ``measure``; the smaller fraction on ties) among those whose
-        fine-tune did not collapse, when that is not the last attempt already.
+        fine-tune recovered (``collapsed`` False), when that is not the last attempt already.
         """
         attempts = self.auto_sweep["attempts"]
         usable = [a for a in attempts if not a["collapsed"]]

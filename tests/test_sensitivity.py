@@ -96,14 +96,14 @@ ARGS = ["--sensitivity", "--quick", "--architectures", "vit", "--seeds", "0", "-
         "--sensitivity_timing_repeats", "1", "--method_overrides", '{"deepclean_fast": {"max_steps": 4}}']
 
 
-def test_the_auto_table_shows_collapsed_attempts_and_the_refit():
+def test_the_auto_table_shows_unrecovered_attempts_and_the_refit():
     auto = {"model": "vit", "scenario": "noisy_labels", "seed": 0, "start": 0.1, "chosen": 0.1, "refit": 0.1,
             "attempts": [{"top_fraction": 0.1, "passed": False, "collapsed": False},
                          {"top_fraction": 0.5, "passed": False, "collapsed": True}],
             "delta_forget_accuracy": 0.03, "delta_test_accuracy": -0.02, "passes": False, "inside": False,
             "time_s": 9.0}
     text = to_markdown({"seeds": [0], "windows": [], "noise_floor": [], "auto": [auto], "fast_vs_ssd": [], "rows": []})
-    assert "| 0.1 (no), 0.5 (collapsed); none verified, 0.1 fine-tuned again (closest) | 0.1 |" in text
+    assert "| 0.1 (no), 0.5 (not recovered); none verified, 0.1 fine-tuned again (closest) | 0.1 |" in text
 
 
 def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):

@@ -146,7 +146,7 @@ def to_markdown(summary: dict) -> str:
               "| ΔAcc_test held out | passes held out | in window | in its seed's | s |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in summary["auto"]:
-        tried = ", ".join(f"{t['top_fraction']:g} ({'yes' if t['passed'] else 'collapsed' if t.get('collapsed') else 'no'})"
+        tried = ", ".join(f"{t['top_fraction']:g} ({'yes' if t['passed'] else 'not recovered' if t.get('collapsed') else 'no'})"
                           for t in a.get("attempts", []))
         if a.get("refit") is not None:
             tried += f"; none verified, {a['refit']:g} fine-tuned again (closest)"

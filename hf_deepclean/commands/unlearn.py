@@ -174,7 +174,7 @@ def auto_note(auto: dict, validation_source: str) -> str:
         verdict = "verified after the fine-tune"
     elif auto.get("refit") is not None:
         verdict = ("NOT verified: no fine-tuned model met the criterion; this is the attempt closest to it that did "
-                   "not collapse, fine-tuned again")
+                   "not collapse or lose accuracy, fine-tuned again")
     else:
         verdict = "NOT verified: the last fine-tuned model still fails the criterion"
     return (f"top_fraction=auto ({auto['kind']} forgetting) chose {auto['chosen']:g}, {verdict}. First choice: "
