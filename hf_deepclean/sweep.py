@@ -19,9 +19,10 @@ A reset-only model predicts the fine-tuned one only roughly (the fine-tune resto
 reset removed), so ``top_fraction="auto"`` then verifies: after the fine-tune, :func:`verify_forgetting`
 applies the criterion to the fine-tuned model (class and noisy labels: forget accuracy at most a
 tolerance, 0.02 by default, since a model that never saw the class or the wrong labels scores ~0; and a
-fine-tune that did not recover, with retain accuracy under the floor or validation accuracy more than a set drop
-under the original model's, proves nothing and fails), and :func:`next_fraction` picks the larger swept fraction to try next, from the original weights, while it fails
-(the next one, then where the last two attempts' trend meets the criterion).
+fine-tune that did not recover, with retain accuracy under the floor or validation accuracy more than a set
+drop under the original model's, proves nothing and fails), and :func:`next_fraction` picks the larger swept
+fraction to try next, from the original weights, while it fails (the next one, then where the last two
+attempts' trend meets the criterion).
 """
 
 from __future__ import annotations
