@@ -166,6 +166,7 @@ def test_verification_fails_a_fine_tune_that_lost_the_models_accuracy(setup):
     assert gold_all < gold_kept - 0.05 and abs(gold_kept - original) <= 0.05
     gold = verify_forgetting(m.gold, forget, val, kind="class", reference_accuracy=original)
     assert gold["passed"] and not gold["collapsed"] and gold["kept_validation_accuracy"] == gold_kept
+    assert f"outside the forgotten classes {gold_kept:.3f}, the original's {original:.3f}" in gold["reason"]
     # The same model held to an original 6 points better: it forgot, but lost accuracy it should have kept.
     judged = verify_forgetting(m.gold, forget, val, kind="class", reference_accuracy=gold_kept + 0.06)
     assert not judged["passed"] and judged["collapsed"] and judged["forget_accuracy"] == 0.0
