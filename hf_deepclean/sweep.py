@@ -225,17 +225,15 @@ def kept_validation_accuracy(model: torch.nn.Module, forget, validation, *, kind
     the fine-tuned model with, measured on the original."""
     from .evaluation import collect_outputs
 
-    def outputs(dataset):
-        return collect_outputs(model, dataset, image_processor=image_processor, batch_size=batch_size)
-
-    return _kept_accuracy(outputs(validation), outputs(forget) if kind == "class" else None)
+    validation_out = collect_outputs(model, validation, image_processor=image_processor, batch_size=batch_size)
+    return _kept_accuracy(validation_out, labels_of(forget) if kind == "class" else None)
 
 
-def _kept_accuracy(validation_out, forget_out=None) -> float:
-    """Accuracy on the validation samples whose class is not among ``forget_out``'s labels (all without it)."""
-    if forget_out is None:
+def _kept_accuracy(validation_out, forgotten_labels=None) -> float:
+    """Accuracy on the validation samples whose class is not among ``forgotten_labels`` (all without them)."""
+    if forgotten_labels is None:
         return validation_out.accuracy
-    kept = ~np.isin(validation_out.labels, np.unique(forget_out.labels))
+    kept = ~np.isin(validation_out.labels, np.unique(forgotten_labels))
     if not kept.any():
         return float("nan")
     return float((validation_out.predictions[kept] == validation_out.labels[kept]).mean())
@@ -283,7 +281,7 @@ def verify_forgetting(
     passed, reason, measure, bound = _judge(kind, forget_accuracy, mia, bound=tolerance, bound_text=f"{tolerance}",
                                             mia_margin=mia_margin)
     retain_accuracy = None if retain is None else outputs(seeded_subset(retain, retain_sample_size, seed)).accuracy
-    kept_accuracy = _kept_accuracy(val_out, forget_out if kind == "class" else None)
+    kept_accuracy = _kept_accuracy(val_out, forget_out.labels if kind == "class" else None)
     collapsed = False
     if retain_accuracy is not None and retain_accuracy < retain_floor:
         collapsed = True

@@ -254,8 +254,8 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         With ``top_fraction="auto"`` the fine-tuned model is verified (sweep.verify_forgetting); while it
         fails, the original weights come back and a larger swept fraction (sweep.next_fraction) is fine-tuned,
         up to ``auto_max_attempts`` fine-tunes (none after one whose fine-tune did not recover).
-        ``auto_sweep["attempts"]`` records each. When none passes, the run ends with the attempt closest to the criterion whose fine-tune
-        recovered, fine-tuned again if it was not the last (``auto_sweep["refit"]``).
+        ``auto_sweep["attempts"]`` records each. When none passes, the run ends with the attempt closest to the
+        criterion whose fine-tune recovered, fine-tuned again if it was not the last (``auto_sweep["refit"]``).
         """
         start = time.perf_counter()
         checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
