@@ -7,7 +7,13 @@ keep their own Fisher):
 
 - ``uniform``: the empirical Fisher of D_f with each sample repeated under every class (the Fisher expected under
   uniform labels);
-- ``others``: the same with every class but the sample's own label.
+- ``others``: the same with every class but the sample's own label;
+- ``margin``: each sample's squared gradient of ``log p(y|x)`` divided by ``(1 - p(y|x))^2``, which is the squared
+  gradient of the margin ``z_y - logsumexp_{c != y} z_c``: it undoes the saturation of a fitted label exactly;
+- ``normalised``: each sample's squared gradient divided by its squared norm, so every sample weighs the same
+  (a few poorly fitted samples cannot dominate the ranking).
+
+``margin`` and ``normalised`` are estimators: they replace both Fishers, weighted alike (one scale for the ratio).
 
     .venv/bin/python benchmarks/forget_fisher_variants.py uniform --sensitivity --architectures resnet \\
         --seeds 0 1 2 --scenarios noisy_labels --sensitivity_fractions 0.05 0.1 0.2 0.3 0.5 \\
@@ -26,6 +32,8 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
+import torch.nn.functional as F
+from torch.func import functional_call, grad, vmap
 
 from hf_deepclean.commands import benchmark as bench_mod
 from hf_deepclean.commands import benchmark_sensitivity as sens
@@ -33,7 +41,9 @@ from hf_deepclean.fisher import fisher_diagonal
 from hf_deepclean.methods.base import TensorImageDataset
 from hf_deepclean.trainer import DeepCleanTrainer
 
-VARIANTS = ("uniform", "others")
+RELABELLED = ("uniform", "others")
+WEIGHTED = ("margin", "normalised")
+VARIANTS = RELABELLED + WEIGHTED
 
 
 def relabeled(forget: TensorImageDataset, num_classes: int, variant: str) -> TensorImageDataset:
@@ -47,19 +57,53 @@ def relabeled(forget: TensorImageDataset, num_classes: int, variant: str) -> Ten
     return TensorImageDataset(torch.cat(images), torch.cat(labels))
 
 
+def weighted_fisher(model, data: TensorImageDataset, weighting: str, chunk_size: int = 32) -> dict[str, torch.Tensor]:
+    """Mean over ``data`` of per-sample squared gradients of ``log p(y|x)``, each sample weighted by ``weighting``."""
+    model.eval()
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def log_prob(p, x, y):
+        logits = functional_call(model, p, args=(), kwargs={"pixel_values": x.unsqueeze(0)}).logits
+        return F.log_softmax(logits, -1)[0].gather(0, y.reshape(1))[0]
+
+    per_sample = vmap(grad(log_prob), in_dims=(None, 0, 0))
+    totals = {n: torch.zeros_like(params[n], dtype=torch.float64) for n in names}
+    for start in range(0, len(data.labels), chunk_size):
+        x, y = data.pixel_values[start:start + chunk_size], data.labels[start:start + chunk_size]
+        squares = {n: g.double().square() for n, g in per_sample(params, x, y).items() if n in totals}
+        if weighting == "margin":
+            with torch.no_grad():
+                p = F.softmax(model(pixel_values=x).logits.double(), -1).gather(1, y[:, None])[:, 0]
+            weights = 1.0 / (1.0 - p).clamp_min(1e-6).square()
+        else:
+            weights = 1.0 / sum(s.flatten(1).sum(1) for s in squares.values()).clamp_min(1e-30)
+        for n, square in squares.items():
+            totals[n] += (square * weights.view(-1, *[1] * (square.dim() - 1))).sum(0)
+    return {n: (t / len(data.labels)).float() for n, t in totals.items()}
+
+
+def relabelled_fishers(self, model, variant: str) -> tuple[dict, dict]:
+    """The configured retain Fisher, and the empirical Fisher of D_f under the ``variant``'s labels."""
+    trainer = DeepCleanTrainer(model, self.deepclean_config(top_fraction=0.1),
+                               train_dataset=self.scenario.ready["retain"], forget_dataset=self.scenario.ready["forget"])
+    _, fisher_retain = trainer.compute_fishers()
+    data = relabeled(self.scenario.ready["forget"], model.config.num_labels, variant)
+    fisher_forget = fisher_diagonal(model, data, estimator="empirical", batch_size=trainer.args.fisher_batch_size,
+                                    collate_fn=trainer.data_collator, seed=self.seed, show_progress=False)
+    return fisher_forget, fisher_retain
+
+
 def fishers_with(variant: str):
     def fishers(self):
         if self._fishers is None:
             model = self.original()
-            trainer = DeepCleanTrainer(model, self.deepclean_config(top_fraction=0.1),
-                                       train_dataset=self.scenario.ready["retain"],
-                                       forget_dataset=self.scenario.ready["forget"])
             start = time.perf_counter()
-            _, fisher_retain = trainer.compute_fishers()
-            data = relabeled(self.scenario.ready["forget"], model.config.num_labels, variant)
-            fisher_forget = fisher_diagonal(model, data, estimator="empirical", batch_size=trainer.args.fisher_batch_size,
-                                            collate_fn=trainer.data_collator, seed=self.seed, show_progress=False)
-            self._fishers = (fisher_forget, fisher_retain, time.perf_counter() - start)
+            if variant in WEIGHTED:
+                pair = tuple(weighted_fisher(model, self.scenario.ready[split], variant) for split in ("forget", "retain"))
+            else:
+                pair = relabelled_fishers(self, model, variant)
+            self._fishers = (*pair, time.perf_counter() - start)
         return self._fishers
 
     return fishers

@@ -73,4 +73,37 @@ def test_forget_fisher_variants_relabel_the_forget_set_and_run_the_sensitivity_b
     assert [(r["method"], r["value"]) for r in rows] == [("deepclean", 0.15), ("ssd", 10)]
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "forget_fisher_variants.py"), "expected"],
                           env=subprocess_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode != 0 and "usage: forget_fisher_variants.py {uniform,others}" in proc.stderr
+    assert proc.returncode != 0 and "usage: forget_fisher_variants.py {uniform,others,margin,normalised}" in proc.stderr
+
+
+def test_forget_fisher_variants_weight_each_samples_squared_gradient():
+    """Logistic regression: d log p(y|x) / dW = (e_y - p) x^T, so both weightings have closed forms."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import torch
+        from _fisher_models import LogisticRegression
+        from forget_fisher_variants import weighted_fisher
+
+        from hf_deepclean.methods.base import TensorImageDataset
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    torch.manual_seed(0)
+    model = LogisticRegression(3, 4)
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 1])
+    data = TensorImageDataset(x, y)
+    p = torch.softmax(model.linear(x), -1).detach()
+    residual = torch.nn.functional.one_hot(y, 4).double() - p                      # d log p / d logits
+    weight_sq = residual[:, :, None].square() * x[:, None, :].square()              # per-sample squared dW
+    bias_sq = residual.square()
+    p_label = p.gather(1, y[:, None])[:, 0]
+    margin = 1 / (1 - p_label).square()
+    fisher = weighted_fisher(model, data, "margin", chunk_size=2)                   # chunks cross sample borders
+    torch.testing.assert_close(fisher["linear.weight"].double(), (weight_sq * margin[:, None, None]).mean(0),
+                               rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(fisher["linear.bias"].double(), (bias_sq * margin[:, None]).mean(0), rtol=1e-5, atol=1e-8)
+    norm = weight_sq.flatten(1).sum(1) + bias_sq.sum(1)
+    fisher = weighted_fisher(model, data, "normalised", chunk_size=2)
+    torch.testing.assert_close(fisher["linear.weight"].double(), (weight_sq / norm[:, None, None]).mean(0),
+                               rtol=1e-5, atol=1e-8)
+    # every sample weighs 1 in all: the normalised Fisher sums to 1 over all weights
+    assert abs(sum(float(f.double().sum()) for f in fisher.values()) - 1) < 1e-5
