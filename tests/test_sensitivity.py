@@ -91,6 +91,25 @@ def test_windows_per_seed_judge_each_seed_and_auto_against_its_own_gold():
     assert "| no | yes | —" in text and "| no | no | —" in text  # in window, in its seed's, s (none recorded)
 
 
+def test_budget_windows_read_the_epochs_axis_per_fraction_and_skip_ssd():
+    """0.1 passes at 2 and 8 epochs (not 4: a hole), 0.3 at 8 only, 0.05 never; SSD has no budget axis."""
+    passing = {0.05: set(), 0.1: {2.0, 8.0}, 0.3: {8.0}}
+    cells = [{"model": "resnet", "scenario": "noisy_labels", "method": "deepclean", "budget": budget,
+              "param": "top_fraction", "seed": 0, "value": value, "delta_test_accuracy": 0.0,
+              "delta_forget_accuracy": 0.0 if budget in passing[value] else 0.1}
+             for value in passing for budget in (2.0, 4.0, 8.0)]
+    cells.append({"model": "resnet", "scenario": "noisy_labels", "method": "ssd", "budget": None, "param": "alpha",
+                  "seed": 0, "value": 10, "delta_forget_accuracy": 0.0, "delta_test_accuracy": 0.0})
+    summary = summarize(cells, [], [], [0], 2.0)
+    found = {(w["method"], w["value"]): (w["low"], w["high"], w["ratio"], w["failing_inside"])
+             for w in summary["budget_windows"]}
+    assert found == {("deepclean", 0.05): (None, None, None, []), ("deepclean", 0.1): (2.0, 8.0, 4.0, [4.0]),
+                     ("deepclean", 0.3): (8.0, 8.0, 1.0, [])}
+    text = to_markdown(summary)
+    assert "| Model | Scenario | Method | top 0.05 | top 0.1 | top 0.3 |" in text
+    assert "| resnet | noisy_labels | deepclean | none | 2 – 8 (4.0x), fails at 4 | 8 – 8 (1.0x) |" in text
+
+
 ARGS = ["--sensitivity", "--quick", "--architectures", "vit", "--seeds", "0", "--scenarios", "class",
         "--sensitivity_fractions", "0.05", "0.15", "--sensitivity_epochs", "0.5", "--sensitivity_alphas", "3", "10",
         "--sensitivity_timing_repeats", "1", "--method_overrides", '{"deepclean_fast": {"max_steps": 4}}']

@@ -66,6 +66,23 @@ def windows(rows: list[dict]) -> list[dict]:
     ]
 
 
+def budget_windows(rows: list[dict]) -> list[dict]:
+    """One passing window over the fine-tune budget (epochs) per (model, scenario, method, fraction).
+
+    The other axis of DeepClean's sensitivity: for a fraction, how far the number of epochs may stray and still
+    land on gold. Methods without a budget (SSD) have none.
+    """
+    groups = defaultdict(list)
+    for r in rows:
+        if r["budget"] is not None:
+            groups[(r["model"], r["scenario"], r["method"], r["value"])].append(r)
+    return [
+        {"model": m, "scenario": s, "method": method, "value": v, "param": "num_train_epochs",
+         **passing_window(g, key="budget")}
+        for (m, s, method, v), g in sorted(groups.items())
+    ]
+
+
 def seed_windows(cells: list[dict]) -> list[dict]:
     """One passing window per (model, scenario, method, budget, seed): each point judged against its own seed's gold.
 
@@ -112,6 +129,8 @@ def to_markdown(summary: dict) -> str:
     for w in summary["windows"]:
         lines.append(f"| {w['model']} | {w['scenario']} | {w['method']} | {_fmt(w['budget'])} | {w['param']} | "
                      f"{_window_text(w)} | {w.get('auto_text', '')} |")
+    if summary.get("budget_windows"):
+        lines += _budget_window_lines(summary["budget_windows"])
     if summary.get("noise_floor"):
         lines += ["", "## Noise floor: the gold model retrained with another seed", "",
                   "The same D_r, the same recipe, another seed for the initial weights and the batch order, judged "
@@ -178,6 +197,23 @@ def to_markdown(summary: dict) -> str:
             f"{_fmt(r['test_accuracy'], pct=True)} | {_fmt(r['delta_test_accuracy'], signed=True)} | "
             f"{'yes' if passes(r) else ''} | {_fmt(r['time_s'] and round(r['time_s'], 2))} |")
     return "\n".join(lines) + "\n"
+
+
+def _budget_window_lines(budget_wins: list[dict]) -> list[str]:
+    """A (model, scenario, method) row per line, a fraction per column: the passing range of epochs."""
+    fractions = sorted({w["value"] for w in budget_wins})
+    lines = ["", "## Passing windows over the fine-tune budget", "",
+             "The same points read along the other axis: for each top fraction, the smallest – largest number of "
+             "fine-tune epochs that passes (width = their ratio).", "",
+             "| Model | Scenario | Method | " + " | ".join(f"top {f:g}" for f in fractions) + " |",
+             "|---|---|---|" + "---|" * len(fractions)]
+    by_key = defaultdict(dict)
+    for w in budget_wins:
+        by_key[(w["model"], w["scenario"], w["method"])][w["value"]] = w
+    for (model, scenario, method), by_value in by_key.items():
+        cells = [_window_text(by_value[f]) if f in by_value else "—" for f in fractions]
+        lines.append(f"| {model} | {scenario} | {method} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(rows: list[dict], path: Path) -> Path:
@@ -251,7 +287,7 @@ def summarize(cells: list[dict], autos: list[dict], fast: list[dict], seeds: lis
                 f"{_fmt(a['chosen'])} ({'passes' if a['passes'] else 'fails'}, {'in' if a['inside'] else 'out'})"
                 for a in chosen)
     return {"seeds": seeds, "tolerances": TOLERANCES, "targets": TARGETS, "rows": rows, "windows": wins,
-            "seed_windows": per_seed, "auto": autos, "fast_vs_ssd": fast,
+            "budget_windows": budget_windows(rows), "seed_windows": per_seed, "auto": autos, "fast_vs_ssd": fast,
             "noise_floor": noise_floor_rows(list(noise_floor))}
 
 
