@@ -89,18 +89,22 @@ def _real(value: Any) -> bool:
 def _metrics(record: Mapping[str, Any], dataset_type: str, dataset_name: str) -> tuple[list[dict], list[EvalResult]]:
     """Table rows (unlearned, gold, delta, original) and model-index results (unlearned model only)."""
     metrics, gold, original = (dict(record.get(k) or {}) for k in ("metrics", "gold", "original"))
-    deltas = dict(record.get("deltas") or {})
+    deltas, intervals = dict(record.get("deltas") or {}), dict(record.get("delta_intervals") or {})
     rows, results = [], []
     for key, name, split, metric_type in METRICS:
         value, gold_value, delta = metrics.get(key), gold.get(key), deltas.get(key)
         if delta is None and _real(value) and _real(gold_value):
             delta = value - gold_value
+        interval = intervals.get(key)
+        bracket = ""
+        if _real(delta) and isinstance(interval, (list, tuple)) and len(interval) == 2 and all(map(_real, interval)):
+            bracket = f" [{interval[0]:+.4f}, {interval[1]:+.4f}]"
         rows.append(
             {
                 "name": name,
                 "unlearned": _fmt(value),
                 "gold": _fmt(gold_value),
-                "delta": _fmt(delta, "+.4f"),
+                "delta": _fmt(delta, "+.4f") + bracket,
                 "original": _fmt(original.get(key)),
             }
         )
@@ -201,6 +205,7 @@ def render_model_card(record: Mapping[str, Any]) -> ModelCard:
         "hyperparameter_rows": _hyperparameter_rows(dict(record.get("hyperparameters") or {})),
         "metric_rows": metric_rows,
         "has_gold": bool(gold),
+        "has_intervals": bool(gold) and bool(record.get("delta_intervals")),
         "has_original": bool(record.get("original")),
         "timing_rows": _timing_rows(dict(record.get("time_s") or {}), gold.get("time_s")),
         "versions": list(dict(record.get("versions") or {}).items()) or _versions(),

@@ -112,6 +112,11 @@ def test_class_forgetting_metrics(class_report, models):
     assert report.gold["test_other_accuracy"] > 0.85 and report.gold["retain_accuracy"] > 0.9
     assert report.gold["mia_efficacy"] > report.original["mia_efficacy"] + 0.5
     assert all(v == 0 for v in report.deltas.values())
+    accuracy_keys = ("retain_accuracy", "forget_accuracy", "test_accuracy", "test_forget_class_accuracy",
+                     "test_other_accuracy")
+    assert report.delta_intervals == {key: [0.0, 0.0] for key in accuracy_keys}  # a model against itself
+    assert report.config["delta_intervals"] == {"method": "paired bootstrap over the evaluated samples",
+                                                "confidence": 0.95, "resamples": 10000}
     assert report.gold["time_s"] == models.gold_time_s
     assert report.time_s == {"fisher": 0.5, "train": 1.5, "total": 2.0}
     assert report.scenario == "class"
@@ -147,6 +152,10 @@ def test_random_forgetting_and_retain_subsample(models):
     assert report.time_s["total"] == 3.0
     for key, delta in report.deltas.items():
         assert delta == pytest.approx(report.metrics[key] - report.gold[key])
+    assert set(report.delta_intervals) == {"retain_accuracy", "forget_accuracy", "test_accuracy"}
+    for key, (low, high) in report.delta_intervals.items():
+        assert low <= report.deltas[key] <= high
+    assert report.delta_intervals["test_accuracy"][0] < report.delta_intervals["test_accuracy"][1]  # they differ
     with pytest.raises(ValueError, match="missing"):
         evaluate_unlearning(models.gold, {"retain": splits["retain"], "test": models.test})
 

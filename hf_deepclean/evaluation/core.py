@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from .intervals import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, INTERVAL_METHOD, accuracy_delta_intervals
 from .mia import MIN_SAMPLES_PER_CLASS, mia_efficacy, mia_loss_lr
 from .outputs import SplitOutputs, collect_outputs
 from .report import UnlearningReport
@@ -163,18 +164,22 @@ def evaluate_unlearning(
             for split, dataset in data.items()
         }
         logger.info("Evaluated the %s model on %s samples.", name, {k: len(v) for k, v in outputs.items()})
-        return metrics_from_outputs(outputs["retain"], outputs["forget"], outputs["test"], forget_labels=class_ids, seed=seed)
+        return outputs, *metrics_from_outputs(
+            outputs["retain"], outputs["forget"], outputs["test"], forget_labels=class_ids, seed=seed
+        )
 
     models = {"unlearned": model, "gold": gold_model, "original": original_model}
     results = {name: evaluate_one(name, m) for name, m in models.items() if m is not None}
-    metrics, mia = results["unlearned"][0], {name: details for name, (_, details) in results.items()}
-    gold = dict(results["gold"][0], time_s=gold_time_s) if "gold" in results else None
-    original = results["original"][0] if "original" in results else None
-    deltas = {}
+    metrics, mia = results["unlearned"][1], {name: details for name, (_, _, details) in results.items()}
+    gold = dict(results["gold"][1], time_s=gold_time_s) if "gold" in results else None
+    original = results["original"][1] if "original" in results else None
+    deltas, delta_intervals = {}, {}
     if gold is not None:
         for key, value in metrics.items():
             ref = gold.get(key)
             deltas[key] = value - ref if np.isfinite(value) and ref is not None and np.isfinite(ref) else None
+        delta_intervals = accuracy_delta_intervals(results["unlearned"][0], results["gold"][0],
+                                                   forget_labels=class_ids, seed=seed)
 
     forget = {
         "size": _num_samples(splits["forget"]),
@@ -191,6 +196,7 @@ def evaluate_unlearning(
         gold=gold,
         original=original,
         deltas=deltas,
+        delta_intervals=delta_intervals,
         selection=_selection_dict(selection),
         time_s=_time_dict(time_s),
         mia=mia,
@@ -202,6 +208,8 @@ def evaluate_unlearning(
             "retain_size": _num_samples(splits["retain"]),
             "test_size": _num_samples(splits["test"]),
             "mia_min_samples_per_class": MIN_SAMPLES_PER_CLASS,
+            **({"delta_intervals": {"method": INTERVAL_METHOD, "confidence": DEFAULT_CONFIDENCE,
+                                    "resamples": DEFAULT_RESAMPLES}} if delta_intervals else {}),
         },
     )
     return report

@@ -55,6 +55,12 @@ def _pct(value: Any, signed: bool = False) -> str:
     return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
 
 
+def _interval_text(interval: Any) -> str:
+    if not (isinstance(interval, (list, tuple)) and len(interval) == 2 and all(_real(v) for v in interval)):
+        return ""
+    return f" [{_pct(interval[0], signed=True)}, {_pct(interval[1], signed=True)}]"
+
+
 @dataclass
 class UnlearningReport:
     """What was forgotten, how, and the evidence: metrics of each model and their deltas to the gold model.
@@ -69,6 +75,9 @@ class UnlearningReport:
         gold: The same keys for the model retrained on D_r, plus ``time_s`` (its training seconds).
         original: The same keys for the model before unlearning (the "did nothing" reference).
         deltas: Unlearned minus gold, per metric (closer to 0 is better).
+        delta_intervals: ``[low, high]`` per accuracy delta: the 95 % paired bootstrap interval over the
+            evaluated samples (:mod:`~hf_deepclean.evaluation.intervals`), how far the delta would move on another
+            split of the same size; it does not cover training randomness.
         selection: ``threshold``, ``selected_fraction``, ``num_selected`` of the weight mask.
         time_s: Unlearning seconds: ``fisher``, ``train``, ``total``.
         mia: Per model (``unlearned``, ``gold``, ``original``) the full attack results
@@ -84,6 +93,7 @@ class UnlearningReport:
     gold: dict | None = None
     original: dict | None = None
     deltas: dict = field(default_factory=dict)
+    delta_intervals: dict = field(default_factory=dict)
     selection: dict | None = None
     time_s: dict = field(default_factory=dict)
     mia: dict = field(default_factory=dict)
@@ -143,7 +153,10 @@ class UnlearningReport:
                 for name, values in columns:
                     value, ref = values.get(key), gold.get(key)
                     same = values is self.gold
-                    cells.append("—" if same or not (_real(value) and _real(ref)) else _pct(value - ref, signed=True))
+                    cell = "—" if same or not (_real(value) and _real(ref)) else _pct(value - ref, signed=True)
+                    if values is self.metrics and cell != "—":
+                        cell += _interval_text((self.delta_intervals or {}).get(key))
+                    cells.append(cell)
                 lines.append(f"| Δ{label} | " + " | ".join(cells) + " |")
         times = []
         for _, values in columns:
@@ -158,6 +171,9 @@ class UnlearningReport:
             if self.gold
             else "No gold (retrained) model was evaluated: there is no reference to compare with."
         )
+        if self.gold and self.delta_intervals:
+            reference += (" Brackets: the 95 % interval of the unlearned model's Δ under a paired bootstrap over the "
+                          "evaluated samples, what the split's size alone can explain (not training randomness).")
         lines.append(
             f"Accuracies and MIA in %. {reference} "
             "MIA (loss LR): accuracy of a loss-based attacker telling the forget set from unseen data "
