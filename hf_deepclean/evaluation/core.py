@@ -156,7 +156,7 @@ def evaluate_unlearning(
     retain_set = seeded_subset(splits["retain"], retain_sample_size, seed)
     data = {"retain": retain_set, "forget": splits["forget"], "test": splits["test"]}
 
-    def evaluate_one(name, candidate):
+    def collect_splits(name, candidate):
         outputs = {
             split: collect_outputs(
                 candidate, dataset, image_processor=image_processor, batch_size=batch_size, accelerator=accelerator
@@ -164,22 +164,24 @@ def evaluate_unlearning(
             for split, dataset in data.items()
         }
         logger.info("Evaluated the %s model on %s samples.", name, {k: len(v) for k, v in outputs.items()})
-        return outputs, *metrics_from_outputs(
-            outputs["retain"], outputs["forget"], outputs["test"], forget_labels=class_ids, seed=seed
-        )
+        return outputs
 
     models = {"unlearned": model, "gold": gold_model, "original": original_model}
-    results = {name: evaluate_one(name, m) for name, m in models.items() if m is not None}
-    metrics, mia = results["unlearned"][1], {name: details for name, (_, _, details) in results.items()}
-    gold = dict(results["gold"][1], time_s=gold_time_s) if "gold" in results else None
-    original = results["original"][1] if "original" in results else None
+    outputs = {name: collect_splits(name, m) for name, m in models.items() if m is not None}
+    results = {
+        name: metrics_from_outputs(out["retain"], out["forget"], out["test"], forget_labels=class_ids, seed=seed)
+        for name, out in outputs.items()
+    }
+    metrics, mia = results["unlearned"][0], {name: details for name, (_, details) in results.items()}
+    gold = dict(results["gold"][0], time_s=gold_time_s) if "gold" in results else None
+    original = results["original"][0] if "original" in results else None
     deltas, delta_intervals = {}, {}
     if gold is not None:
         for key, value in metrics.items():
             ref = gold.get(key)
             deltas[key] = value - ref if np.isfinite(value) and ref is not None and np.isfinite(ref) else None
-        delta_intervals = accuracy_delta_intervals(results["unlearned"][0], results["gold"][0],
-                                                   forget_labels=class_ids, seed=seed)
+        delta_intervals = accuracy_delta_intervals(outputs["unlearned"], outputs["gold"], forget_labels=class_ids,
+                                                   seed=seed)
 
     forget = {
         "size": _num_samples(splits["forget"]),
