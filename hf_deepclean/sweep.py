@@ -233,10 +233,10 @@ def _kept_accuracy(validation_out, forgotten_labels=None) -> float:
     """Accuracy on the validation samples whose class is not among ``forgotten_labels`` (all without them)."""
     if forgotten_labels is None:
         return validation_out.accuracy
-    kept = ~np.isin(validation_out.labels, np.unique(forgotten_labels))
+    kept = ~validation_out.in_classes(forgotten_labels)
     if not kept.any():
         return float("nan")
-    return float((validation_out.predictions[kept] == validation_out.labels[kept]).mean())
+    return validation_out.subset(kept).accuracy
 
 
 def verify_forgetting(

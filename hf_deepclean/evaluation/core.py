@@ -75,7 +75,7 @@ def metrics_from_outputs(
     }
     nonmembers, shadow_test = test, test
     if forget_labels is not None:
-        in_forgotten = np.isin(test.labels, np.asarray(forget_labels, dtype=np.int64))
+        in_forgotten = test.in_classes(forget_labels)
         nonmembers, shadow_test = test.subset(in_forgotten), test.subset(~in_forgotten)
         metrics["test_forget_class_accuracy"] = nonmembers.accuracy
         metrics["test_other_accuracy"] = shadow_test.accuracy

@@ -83,7 +83,7 @@ def accuracy_delta_intervals(
             )
     pairs = {key: (outputs[split].correct, reference_outputs[split].correct) for key, split in splits.items()}
     if forget_labels is not None:
-        in_forgotten = np.isin(outputs["test"].labels, np.asarray(forget_labels, dtype=np.int64))
+        in_forgotten = outputs["test"].in_classes(forget_labels)
         test, reference_test = outputs["test"].correct, reference_outputs["test"].correct
         pairs["test_forget_class_accuracy"] = (test[in_forgotten], reference_test[in_forgotten])
         pairs["test_other_accuracy"] = (test[~in_forgotten], reference_test[~in_forgotten])

@@ -42,6 +42,10 @@ class SplitOutputs:
         """Fraction predicted right; NaN for an empty split."""
         return float(self.correct.mean()) if len(self) else float("nan")
 
+    def in_classes(self, class_ids) -> np.ndarray:
+        """Bool mask of the samples whose label is one of ``class_ids`` (the forgotten classes, say)."""
+        return np.isin(self.labels, np.asarray(class_ids, dtype=np.int64))
+
     def subset(self, index) -> "SplitOutputs":
         """The outputs of the samples picked by ``index`` (bool mask or integer indices)."""
         return SplitOutputs(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
