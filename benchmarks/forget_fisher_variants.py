@@ -65,17 +65,17 @@ def weighted_fisher(model, data: TensorImageDataset, weighting: str, chunk_size:
 
     def log_prob(p, x, y):
         logits = functional_call(model, p, args=(), kwargs={"pixel_values": x.unsqueeze(0)}).logits
-        return F.log_softmax(logits, -1)[0].gather(0, y.reshape(1))[0]
+        value = F.log_softmax(logits, -1)[0].gather(0, y.reshape(1))[0]
+        return value, value.detach()  # the value comes back as aux: the margin weight needs p(y|x), no second pass
 
-    per_sample = vmap(grad(log_prob), in_dims=(None, 0, 0))
+    per_sample = vmap(grad(log_prob, has_aux=True), in_dims=(None, 0, 0))
     totals = {n: torch.zeros_like(params[n], dtype=torch.float64) for n in names}
     for start in range(0, len(data.labels), chunk_size):
         x, y = data.pixel_values[start:start + chunk_size], data.labels[start:start + chunk_size]
-        squares = {n: g.double().square() for n, g in per_sample(params, x, y).items() if n in totals}
+        grads, log_p = per_sample(params, x, y)
+        squares = {n: g.double().square() for n, g in grads.items() if n in totals}
         if weighting == "margin":
-            with torch.no_grad():
-                p = F.softmax(model(pixel_values=x).logits.double(), -1).gather(1, y[:, None])[:, 0]
-            weights = 1.0 / (1.0 - p).clamp_min(1e-6).square()
+            weights = 1.0 / (1.0 - log_p.double().exp()).clamp_min(1e-6).square()
         else:
             weights = 1.0 / sum(s.flatten(1).sum(1) for s in squares.values()).clamp_min(1e-30)
         for n, square in squares.items():
