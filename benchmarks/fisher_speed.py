@@ -23,7 +23,8 @@ import torch
 from _common import MODELS, RandomImages, best_time, build_model, device_name, pick_device
 from torch.utils.data import DataLoader
 
-from hf_deepclean.fisher import default_collate_fn, fisher_diagonal
+from hf_deepclean.fisher import fisher_diagonal
+from hf_deepclean.images import collate_fn as default_collate_fn
 
 
 def train_one_epoch(model, samples, batch_size: int) -> None:

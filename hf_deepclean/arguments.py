@@ -11,13 +11,13 @@ import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from .config import TinyModelTrainingArguments, fields_set_on_command_line
-from .data import DataError
+import yaml
+from transformers import HfArgumentParser
+
+from .config import fields_set_on_command_line
+from .data import load_image_dataset
+from .errors import ConfigError, DataError
 from .forget import ForgetSpec, read_ids_file
-
-
-class ConfigError(ValueError):
-    """A YAML config or flag combination the user must fix."""
 
 
 @dataclass
@@ -99,8 +99,6 @@ class DataArguments:
     )
 
     def load(self):
-        from .data import load_image_dataset
-
         return load_image_dataset(
             self.dataset_name,
             dataset_config_name=self.dataset_config_name,
@@ -170,26 +168,8 @@ class ForgetArguments:
         )
 
 
-@dataclass
-class TrainConfig(TinyModelTrainingArguments):
-    """TrainingArguments whose defaults train the embedded tiny models on digits in well under a minute.
-
-    For a pretrained Hub checkpoint pass a fine-tuning budget, e.g.
-    ``--learning_rate 5e-5 --num_train_epochs 3``.
-    """
-
-    output_dir: str | None = field(default=None, metadata={"help": "Where the trained model is written."})
-    num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs (20 suits the tiny digits models)."})
-    warmup_steps: float = field(
-        default=0.05, metadata={"help": "Warm-up steps, or a fraction of all steps when < 1 (the tiny ViT needs it)."}
-    )
-    logging_strategy: str = field(default="epoch", metadata={"help": "Logging: no, steps or epoch."})
-
-
 def yaml_to_argv(path: str | Path, known: set[str]) -> list[str]:
     """Turn a YAML config into command-line tokens (flags given after it override it)."""
-    import yaml
-
     try:
         values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -240,8 +220,6 @@ def option_fields_in(argv: list[str], dataclass_types) -> set[str]:
 
 def parse_arguments(dataclass_types, argv: list[str], *, prog: str | None = None, description: str | None = None):
     """Parse ``argv`` (with an optional ``--config file.yaml``) into instances of ``dataclass_types``."""
-    from transformers import HfArgumentParser
-
     argv = list(argv)
     if "--config" in argv:
         i = argv.index("--config")

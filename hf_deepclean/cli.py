@@ -9,6 +9,8 @@ import importlib
 import logging
 import sys
 
+from .errors import USER_ERRORS
+
 COMMANDS = {
     "train": "Train the original model (or the gold model on D_r with --gold).",
     "unlearn": "Forget part of the training data with DeepClean (or a baseline with --method).",
@@ -24,21 +26,6 @@ def _usage() -> str:
     lines = ["usage: hf-deepclean COMMAND [options]   (hf-deepclean COMMAND --help for its options)", "", "commands:"]
     lines += [f"  {name:<10} {text}" for name, text in COMMANDS.items()]
     return "\n".join(lines)
-
-
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from .arguments import ConfigError
-    from .data import DataError
-    from .outputs import OutputDirError
-    from .training import ModelError
-
-    errors: list[type[BaseException]] = [ConfigError, DataError, OutputDirError, ModelError, ValueError, FileNotFoundError]
-    for module, name in (("hf_deepclean.hub", "HubPushError"),):
-        try:
-            errors.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
 
 
 def _pop_debug_flag(args: list[str]) -> bool:
@@ -57,9 +44,8 @@ def end_distributed_run() -> None:
     that has finished its work ("terminate called without an active exception", seen once in CI on the rank that
     returned while rank 0 still wrote the model). No collective: ranks leave at different times by design.
     """
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
+    dist = sys.modules.get("torch.distributed")  # never imported: no process group to end (and no torch start-up)
+    if dist is not None and dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
 
@@ -74,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     debug = _pop_debug_flag(rest)
-    try:
+    try:  # imported on demand: a command's libraries (transformers' Trainer) take ~6 s to import, --help 0.03 s
         module = importlib.import_module(f"hf_deepclean.commands.{command}")
     except ModuleNotFoundError as exc:
         if exc.name != f"hf_deepclean.commands.{command}":
@@ -86,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except _user_errors() as exc:
+    except USER_ERRORS as exc:
         if debug:
             raise
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

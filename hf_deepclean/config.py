@@ -292,7 +292,8 @@ def fields_set_on_command_line(names: Iterable[str]):
         _FIELDS_SET_ON_COMMAND_LINE.reset(token)
 
 
-def _record_fields_set(cls):
+def record_fields_set(cls):
+    """Class decorator: record which fields a call (or a command line) set, for the presets."""
     generated = cls.__init__
 
     @functools.wraps(generated)
@@ -305,4 +306,4 @@ def _record_fields_set(cls):
     return cls
 
 
-_record_fields_set(DeepCleanConfig)
+record_fields_set(DeepCleanConfig)

@@ -1,8 +1,8 @@
-"""Datasets in: built-in digits, Hub, disk, parquet and image folders; transforms and collation.
+"""Datasets in: built-in digits, Hub, disk, parquet and image folders, as canonical ``image``/``label`` splits.
 
 Everything downstream sees the canonical columns ``image`` (PIL) and ``label``
 (ClassLabel); :func:`load_image_dataset` renames a user's columns once, here. What to forget and
-the forget/retain split live in :mod:`hf_deepclean.forget`.
+the forget/retain split live in :mod:`hf_deepclean.forget`, the image transform in :mod:`hf_deepclean.images`.
 """
 
 from __future__ import annotations
@@ -10,10 +10,15 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Sequence
 
+import datasets
 import numpy as np
 import torch
+from PIL import Image
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+
+from .errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -22,10 +27,6 @@ LABEL_COLUMN = "label"
 BUILTIN_DATASETS = ("digits",)
 _LABEL_CANDIDATES = ("label", "labels", "fine_label", "coarse_label", "class", "target")
 _IMAGE_CANDIDATES = ("image", "img", "pixel_values", "picture")
-
-
-class DataError(ValueError):
-    """A dataset, column or forget specification the user must fix."""
 
 
 # --------------------------------------------------------------------------- loading
@@ -38,11 +39,6 @@ def load_builtin_dataset(name: str = "digits", *, image_size: int = 16, test_siz
     upscaled to ``image_size`` RGB PIL images, split 80/20 (stratified, seeded) into
     ``train`` and ``test``. Columns: ``image`` (PIL) and ``label`` (ClassLabel "0".."9").
     """
-    import datasets
-    from PIL import Image
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
     if name != "digits":
         raise DataError(f"Unknown built-in dataset {name!r}; the built-in datasets are {list(BUILTIN_DATASETS)}.")
     digits = load_digits()
@@ -58,7 +54,7 @@ def load_builtin_dataset(name: str = "digits", *, image_size: int = 16, test_siz
         {IMAGE_COLUMN: datasets.Image(), LABEL_COLUMN: datasets.ClassLabel(names=[str(i) for i in range(10)])}
     )
 
-    def build(idx: np.ndarray) -> "datasets.Dataset":
+    def build(idx: np.ndarray) -> datasets.Dataset:
         idx = np.sort(idx)
         return datasets.Dataset.from_dict(
             {IMAGE_COLUMN: [images[i] for i in idx], LABEL_COLUMN: labels[idx].tolist()}, features=features
@@ -90,8 +86,6 @@ def load_image_dataset(
     0.15) of ``train`` is carved off, stratified and seeded. Columns are renamed to ``image`` and
     ``label``.
     """
-    import datasets
-
     if train_dir or validation_dir:
         if dataset_name not in (None, "digits") and dataset_name:
             raise DataError("Pass either --dataset_name or --train_dir/--validation_dir, not both.")
@@ -143,8 +137,6 @@ def load_image_dataset(
 
 
 def _load_named_dataset(name: str, config: str | None, cache_dir: str | None):
-    import datasets
-
     path = Path(name).expanduser()
     if path.exists():
         if path.is_file() and path.suffix != ".parquet":
@@ -177,8 +169,6 @@ def _load_named_dataset(name: str, config: str | None, cache_dir: str | None):
 
 
 def _load_local_dataset(path: Path, cache_dir: str | None):
-    import datasets
-
     if path.is_dir() and ((path / "dataset_dict.json").exists() or (path / "dataset_info.json").exists()):
         return datasets.load_from_disk(str(path))
     if path.is_file():
@@ -201,8 +191,6 @@ def _looks_like_local_path(name: str) -> bool:
 
 def resolve_columns(dataset, image_column: str | None = None, label_column: str | None = None) -> tuple[str, str]:
     """Return the (image, label) column names, detecting them when not given."""
-    import datasets
-
     features = dataset.features
     columns = list(features)
     if image_column is not None:
@@ -232,8 +220,6 @@ def resolve_columns(dataset, image_column: str | None = None, label_column: str 
 
 def _canonical(dataset, image_column: str, label_column: str):
     """Rename to ``image``/``label`` and make ``label`` a ClassLabel."""
-    import datasets
-
     for wanted, actual in ((IMAGE_COLUMN, image_column), (LABEL_COLUMN, label_column)):
         if actual != wanted and wanted in dataset.column_names:
             dataset = dataset.remove_columns(wanted)
@@ -258,7 +244,7 @@ def _canonical(dataset, image_column: str, label_column: str):
 def labels_of(dataset) -> np.ndarray:
     """The labels of any split the package handles (raw, lazily transformed, in memory), without decoding images."""
     labels = getattr(dataset, "labels", None)
-    if torch.is_tensor(labels):  # methods.base.TensorImageDataset keeps them as one tensor
+    if torch.is_tensor(labels):  # images.TensorImageDataset keeps them as one tensor
         return labels.numpy()
     if hasattr(dataset, "with_format"):  # an HF dataset, maybe with a lazy image transform: read the raw column
         raw = dataset.with_format(None)
@@ -271,59 +257,6 @@ def class_names(dataset) -> list[str]:
     return list(dataset.features[LABEL_COLUMN].names)
 
 
-# --------------------------------------------------------------------------- transforms
-
-
-def load_image_processor(model_name_or_path: str | None, image_size: int = 16):
-    """The model's image processor, or a plain resize+normalise one for models built from a config."""
-    from transformers import AutoImageProcessor
-
-    try:  # transformers >= 5: the PIL backend needs no torchvision
-        from transformers import ViTImageProcessorPil as ViTImageProcessor
-    except ImportError:
-        from transformers import ViTImageProcessor
-
-    if model_name_or_path:
-        try:
-            return AutoImageProcessor.from_pretrained(model_name_or_path, backend="pil")
-        except (OSError, ValueError):
-            logger.warning("No image processor found at %s; using a %dx%d resize + normalise.", model_name_or_path, image_size, image_size)
-    return ViTImageProcessor(
-        size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3, do_rescale=True
-    )
-
-
-def with_image_transform(dataset, image_processor):
-    """Lazily turn ``image`` into ``pixel_values`` (keeps ``label``; needs ``remove_unused_columns=False``)."""
-
-    def transform(batch: dict) -> dict:
-        images = [img.convert("RGB") for img in batch[IMAGE_COLUMN]]
-        out = {"pixel_values": image_processor(images, return_tensors="pt")["pixel_values"]}
-        out[LABEL_COLUMN] = batch[LABEL_COLUMN]
-        return out
-
-    return dataset.with_transform(transform)
-
-
-def collate_fn(examples: Sequence[dict]) -> dict[str, torch.Tensor]:
-    """Stack transformed examples into a ``pixel_values``/``labels`` batch."""
-    pixel_values = torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples])
-    labels = torch.tensor([int(e[LABEL_COLUMN] if LABEL_COLUMN in e else e["labels"]) for e in examples])
-    return {"pixel_values": pixel_values, "labels": labels}
-
-
 def label_maps(dataset) -> tuple[dict[int, str], dict[str, int]]:
     names = class_names(dataset)
     return {i: n for i, n in enumerate(names)}, {n: i for i, n in enumerate(names)}
-
-
-_MOVED_TO_FORGET = ("ForgetSpec", "split_forget_retain", "forget_indices", "apply_label_noise", "read_ids_file")
-
-
-def __getattr__(name: str):
-    # The forget specs moved to forget.py; `from hf_deepclean.data import ForgetSpec` (DESIGN.md's layout) still works.
-    if name in _MOVED_TO_FORGET:
-        from . import forget
-
-        return getattr(forget, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

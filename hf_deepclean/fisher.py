@@ -23,32 +23,22 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, jacrev, vmap
 from torch.utils.data import DataLoader, IterableDataset, Subset
+from tqdm.auto import tqdm
+
+from ._compat import eager_attention, is_prepared_by_accelerate, quiet_vmap_fallback_warnings
+from .images import collate_fn as default_collate
 
 logger = logging.getLogger(__name__)
 
 ESTIMATORS = ("empirical", "expected", "batch")
 METHODS = ("auto", "vmap", "loop")
 
-__all__ = ["ESTIMATORS", "default_collate_fn", "fisher_diagonal", "per_sample_loop_fisher"]
-
-
-def default_collate_fn(examples: list[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
-    """Stack ``pixel_values`` and ``labels`` of a list of dict examples into tensors."""
-    try:
-        pixel_values = torch.stack([torch.as_tensor(ex["pixel_values"]) for ex in examples])
-        labels = torch.as_tensor([int(ex["labels"]) for ex in examples], dtype=torch.long)
-    except KeyError as err:
-        raise ValueError(
-            f"fisher_diagonal needs examples with 'pixel_values' and 'labels', got keys {sorted(examples[0])}; "
-            "apply the image transform first or pass a collate_fn"
-        ) from err
-    return {"pixel_values": pixel_values, "labels": labels}
+__all__ = ["ESTIMATORS", "compute_fishers", "fisher_diagonal", "per_sample_loop_fisher"]
 
 
 def _as_logits(out) -> torch.Tensor:
@@ -65,24 +55,13 @@ def _logits(model: torch.nn.Module, pixel_values: torch.Tensor) -> torch.Tensor:
 def _fisher_mode(model: torch.nn.Module):
     """eval() (BatchNorm running stats, no dropout) and eager attention, restored afterwards."""
     modes = [(m, m.training) for m in model.modules()]
-    config = getattr(model, "config", None)
-    previous_attn = getattr(config, "_attn_implementation", None)
-    switched = False
-    # SDPA has no vmap batching rule on CPU: vmap would silently loop over the samples
-    if previous_attn not in (None, "eager") and hasattr(model, "set_attn_implementation"):
-        try:
-            model.set_attn_implementation("eager")
-            switched = True
-        except Exception as err:  # noqa: BLE001 - models that cannot switch keep their attention
-            logger.debug("could not switch %s to eager attention: %s", type(model).__name__, err)
     model.eval()
     try:
-        yield
+        with eager_attention(model), quiet_vmap_fallback_warnings():
+            yield
     finally:
         for module, mode in modes:
             module.training = mode
-        if switched:
-            model.set_attn_implementation(previous_attn)
 
 
 def _batch_size_of(batch: Mapping[str, torch.Tensor]) -> int:
@@ -107,7 +86,7 @@ def _make_loader(data, *, batch_size, collate_fn, max_samples, seed) -> tuple[It
             pin_memory=data.pin_memory,
         )
         return loader, False
-    collate_fn = collate_fn or default_collate_fn
+    collate_fn = collate_fn or default_collate
     if isinstance(data, IterableDataset) or not hasattr(data, "__getitem__"):
         return DataLoader(data, batch_size=batch_size, collate_fn=collate_fn), max_samples is not None
     if max_samples is not None and max_samples < len(data):
@@ -291,7 +270,7 @@ def fisher_diagonal(
             expectation it is ``m^2 + (F - m^2) / B`` with ``m`` the mean gradient and ``F`` the
             empirical Fisher, so it is not comparable across batch sizes).
         batch_size: batch size when ``data`` is a dataset.
-        collate_fn: collate function for a dataset (default: stack ``pixel_values`` and ``labels``).
+        collate_fn: collate function for a dataset (default: :func:`hf_deepclean.images.collate_fn`).
         accelerator: an ``accelerate.Accelerator``; each process sums over its own shard
             without padded duplicates and one all-reduce combines the totals. Every process
             returns the same result.
@@ -345,7 +324,7 @@ def fisher_diagonal(
 
     loader, truncate = _make_loader(data, batch_size=batch_size, collate_fn=collate_fn, max_samples=max_samples, seed=seed)
     restore_even_batches = None
-    if accelerator is not None and not getattr(loader, "_is_accelerate_prepared", False):
+    if accelerator is not None and not is_prepared_by_accelerate(loader):
         # default even_batches pads the last batches with repeated samples: wrong sums
         restore_even_batches = accelerator.even_batches
         accelerator.even_batches = False
@@ -359,8 +338,6 @@ def fisher_diagonal(
     is_main = accelerator is None or accelerator.is_main_process
     progress = None
     if show_progress and is_main:
-        from tqdm.auto import tqdm
-
         total = len(loader) if hasattr(loader, "__len__") and not truncate else None
         progress = tqdm(total=total, desc=f"Fisher ({estimator})", unit="batch")
 
@@ -433,3 +410,27 @@ def per_sample_loop_fisher(model: torch.nn.Module, data, **kwargs) -> dict[str, 
     """Reference implementation: ``fisher_diagonal(..., method="loop")``, one backward per sample."""
     kwargs.setdefault("method", "loop")
     return fisher_diagonal(model, data, **kwargs)
+
+
+def compute_fishers(model: torch.nn.Module, forget, retain, config, *, accelerator=None,
+                    collate_fn: Callable | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The Fishers on D_f and D_r with a :class:`~hf_deepclean.config.DeepCleanConfig`'s settings.
+
+    The one place the two Fishers are computed from a config, for every caller (the trainer, ``hf-deepclean
+    sweep``, the benchmark): ``fisher_estimator``, ``fisher_batch_size``, ``fisher_max_samples``,
+    ``fisher_chunk_size``, ``seed`` and ``disable_tqdm`` (no progress bar). ``forget`` and ``retain`` yield
+    ``pixel_values`` (:func:`hf_deepclean.images.model_inputs`). Returns ``(fisher_forget, fisher_retain)``.
+    """
+    if len(forget) == 0:
+        raise ValueError("The forget set is empty: there is nothing to forget.")
+    common = dict(
+        estimator=config.fisher_estimator,
+        batch_size=config.fisher_batch_size,
+        collate_fn=collate_fn,
+        accelerator=accelerator,
+        max_samples=config.fisher_max_samples,
+        seed=config.seed,
+        chunk_size=config.fisher_chunk_size,
+        show_progress=not config.disable_tqdm,
+    )
+    return fisher_diagonal(model, forget, **common), fisher_diagonal(model, retain, **common)

@@ -2,7 +2,7 @@
 
 Classes (ids or names), a seeded random fraction, row indices, the ids of a deletion request, or
 samples relabeled to a wrong class (noisy labels); every path either selects at least one sample
-and leaves at least one, or stops with a :class:`~hf_deepclean.data.DataError` that says what to change.
+and leaves at least one, or stops with a :class:`~hf_deepclean.errors.DataError` that says what to change.
 """
 
 from __future__ import annotations
@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import datasets
 import numpy as np
 
-from .data import LABEL_COLUMN, DataError, class_names
+from .data import LABEL_COLUMN, class_names, labels_of
+from .errors import DataError
 
 
 @dataclass
@@ -79,7 +81,8 @@ class ForgetSpec:
 _SPEC_FIELD = {"noisy_labels": "noisy_fraction"}
 
 
-def _label_ids(dataset, labels: Iterable[int | str]) -> list[int]:
+def label_ids(dataset, labels: Iterable[int | str]) -> list[int]:
+    """Class ids (or names) -> sorted unique ids of ``dataset``'s ClassLabel, with one-line errors."""
     names = class_names(dataset)
     out = []
     for label in labels:
@@ -103,7 +106,7 @@ def forget_indices(dataset, spec: ForgetSpec) -> np.ndarray:
     rng = np.random.default_rng(spec.seed)
     if spec.labels is not None:
         targets = np.asarray(dataset[LABEL_COLUMN])
-        idx = np.flatnonzero(np.isin(targets, _label_ids(dataset, spec.labels)))
+        idx = np.flatnonzero(np.isin(targets, label_ids(dataset, spec.labels)))
     elif spec.fraction is not None or spec.noisy_fraction is not None:
         fraction = spec.fraction if spec.fraction is not None else spec.noisy_fraction
         if spec.stratified:
@@ -151,22 +154,34 @@ def forget_indices(dataset, spec: ForgetSpec) -> np.ndarray:
     return idx
 
 
-def apply_label_noise(dataset, spec: ForgetSpec):
-    """Return ``dataset`` with the ``spec.noisy_fraction`` selected samples relabeled to a wrong class."""
-    if spec.noisy_fraction is None:
-        return dataset
-    idx = forget_indices(dataset, spec)
-    num_classes = len(class_names(dataset))
+def relabel_to_wrong_classes(dataset, num_classes: int, seed: int, indices=None):
+    """``dataset`` with the labels at ``indices`` (all by default) replaced by a seeded random *other* class.
+
+    The one label-corruption function: noisy-label scenarios (:func:`apply_label_noise`) and the random-label
+    baselines call it. An offset in 1..C-1 never gives back the true class. Works on ``datasets`` splits (the
+    ClassLabel feature is kept) and on in-memory :class:`~hf_deepclean.images.TensorImageDataset` splits.
+    """
     if num_classes < 2:
-        raise DataError("Label noise needs at least two classes.")
-    rng = np.random.default_rng(spec.seed + 1)
-    labels = np.asarray(dataset[LABEL_COLUMN]).copy()
-    # An offset in 1..C-1 guarantees the new label differs from the true one.
-    labels[idx] = (labels[idx] + rng.integers(1, num_classes, size=len(idx))) % num_classes
+        raise DataError(f"Relabelling to a wrong class needs at least two classes; the dataset has {num_classes}.")
+    labels = labels_of(dataset).copy()
+    where = np.arange(len(labels)) if indices is None else np.asarray(indices, dtype=np.int64)
+    offsets = np.random.default_rng(seed).integers(1, num_classes, size=len(where))
+    labels[where] = (labels[where] + offsets) % num_classes
+    if hasattr(dataset, "with_labels"):  # TensorImageDataset
+        return dataset.with_labels(labels)
     feature = dataset.features[LABEL_COLUMN]
     return dataset.remove_columns(LABEL_COLUMN).add_column(LABEL_COLUMN, labels.tolist()).cast_column(
         LABEL_COLUMN, feature
     )
+
+
+def apply_label_noise(dataset, spec: ForgetSpec):
+    """Return ``dataset`` with the ``spec.noisy_fraction`` selected samples relabeled to a wrong class."""
+    if spec.noisy_fraction is None:
+        return dataset
+    # seed + 1: the corruption draws apart from the selection's draws (forget_indices uses spec.seed)
+    return relabel_to_wrong_classes(dataset, len(class_names(dataset)), spec.seed + 1,
+                                    indices=forget_indices(dataset, spec))
 
 
 def split_forget_retain(dataset, spec: ForgetSpec, *, retain=None):
@@ -176,8 +191,6 @@ def split_forget_retain(dataset, spec: ForgetSpec, *, retain=None):
     mislabeled samples). When ``retain`` is given explicitly, it must not overlap the forget set
     (compared by ``id_column`` when set, else by row index is impossible, so ids are required).
     """
-    import datasets
-
     if isinstance(dataset, datasets.DatasetDict):
         raise DataError("split_forget_retain takes one split (e.g. dataset['train']), not a DatasetDict.")
     source = apply_label_noise(dataset, spec)

@@ -25,6 +25,7 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, OfflineModeIsEnabled
 from huggingface_hub.utils import filter_repo_objects, get_token, validate_repo_id
 
+from .errors import HubPushError
 from .modelcard import MODEL_CARD_NAME, record_from_report, render_model_card, write_model_card
 
 logger = logging.getLogger(__name__)
@@ -40,10 +41,6 @@ WEIGHT_FILES = (
     "pytorch_model.bin.index.json",
 )
 
-
-
-class HubPushError(RuntimeError):
-    """A push to the Hub failed; the message says what went wrong and what to do. Nothing local is touched."""
 
 
 # --------------------------------------------------------------------------------------------- fingerprint

@@ -37,16 +37,17 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from ._compat import (
+    BATCH_NORM_TYPES, NORMALIZATION_TYPES, can_build_from_config, foreach_add_, foreach_mul_, model_from_config,
+)
+
 logger = logging.getLogger(__name__)
-
-_NORM_TYPES = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._NormBase)
-
 
 def normalization_parameter_names(model: torch.nn.Module) -> list[str]:
     """Names of the affine weights of normalisation layers (LayerNorm, BatchNorm, GroupNorm, RMSNorm ...)."""
     names = []
     for module_name, module in model.named_modules():
-        is_norm = isinstance(module, _NORM_TYPES) or type(module).__name__.endswith(("Norm", "Norm2d", "RMSNorm"))
+        is_norm = isinstance(module, NORMALIZATION_TYPES) or type(module).__name__.endswith(("Norm", "Norm2d", "RMSNorm"))
         if not is_norm:
             continue
         for param_name, _ in module.named_parameters(recurse=False):
@@ -105,8 +106,8 @@ def _fresh_parameters(model: torch.nn.Module, seed: int) -> dict[str, torch.Tens
     torch_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
-        if config is not None and hasattr(type(model), "_from_config"):
-            fresh_model = type(model)._from_config(copy.deepcopy(config))
+        if config is not None and can_build_from_config(type(model)):
+            fresh_model = model_from_config(type(model), copy.deepcopy(config))
         else:
             fresh_model = copy.deepcopy(model)
             for module in fresh_model.modules():
@@ -168,7 +169,7 @@ class BitMask:
                 grads.append(_bits(param.grad))  # same dtype as the parameter, so the group's integer type
                 grad_keeps.append(keep)
             if grads:
-                torch._foreach_mul_(grads, grad_keeps)
+                foreach_mul_(grads, grad_keeps)
 
     @torch.no_grad()
     def restore(self) -> None:
@@ -177,8 +178,8 @@ class BitMask:
                 # Follow a storage swap (``param.data = ...``) instead of silently restoring the old storage.
                 if param.data_ptr() != views[i].data_ptr():
                     views[i] = _bits(param)
-            torch._foreach_mul_(views, keeps)
-            torch._foreach_add_(views, frozen_bits)
+            foreach_mul_(views, keeps)
+            foreach_add_(views, frozen_bits)
 
 
 class GradientMask:
@@ -351,7 +352,7 @@ def freeze_batchnorm_statistics(model: torch.nn.Module, mask: Mapping[str, torch
     """
     handles = []
     for module_name, module in model.named_modules():
-        if not isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+        if not isinstance(module, BATCH_NORM_TYPES):
             continue
         prefix = f"{module_name}." if module_name else ""
         selected = any(bool(mask[prefix + p].any()) for p, _ in module.named_parameters(recurse=False) if prefix + p in mask)

@@ -11,11 +11,9 @@ import os
 import shutil
 from pathlib import Path
 
+from .errors import OutputDirError
+
 INCOMPLETE_MARKER = "_INCOMPLETE"
-
-
-class OutputDirError(ValueError):
-    """An output folder that would overwrite something the user needs."""
 
 
 def check_output_dir(output_dir: str | os.PathLike | None, *, overwrite: bool = False, inputs=(), resume=False) -> Path:

@@ -7,12 +7,12 @@ pyplot backend and global state are left alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import torch
 
-from .selection import DEFAULT_EPS, fisher_ratio, plot_threshold_sweep, threshold_sweep
+from .selection import DEFAULT_EPS, fisher_ratio, threshold_sweep
 
 _BAR_METRICS = (
     ("retain_accuracy", "Acc D_r"),
@@ -23,8 +23,9 @@ _BAR_METRICS = (
 )
 
 
-def _figure(figsize):
-    try:
+def new_figure(figsize):
+    """A matplotlib Figure on its own Agg canvas (no pyplot); ImportError with the install hint without it."""
+    try:  # matplotlib is the optional `plot` extra: imported here, on first use
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as err:
@@ -34,7 +35,7 @@ def _figure(figsize):
     return fig
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -66,7 +67,7 @@ def plot_ratio_histogram(
         raise ValueError("No ratios to plot: the Fisher dicts are empty.")
     positive = flat[flat > 0]
     zeros = int(flat.numel() - positive.numel())
-    fig = _figure((6, 3.8))
+    fig = new_figure((6, 3.8))
     ax = fig.subplots()
     if positive.numel():
         lo, hi = math.log10(positive.min().item()), math.log10(positive.max().item())
@@ -84,7 +85,7 @@ def plot_ratio_histogram(
     title = f"Fisher ratios of {flat.numel()} weights"
     ax.set_title(title + (f" ({zeros} of exactly 0 not shown)" if zeros else ""), fontsize=10)
     ax.grid(True, alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_fraction_vs_threshold(fisher_forget, fisher_retain, path, *, eps: float = DEFAULT_EPS, num: int = 50) -> Path:
@@ -101,7 +102,7 @@ def plot_metric_bars(report, path) -> Path:
     models = [(name, data.get(key)) for name, key in (("original", "original"), ("gold", "gold"))]
     models = [(name, values) for name, values in models if values]
     models.append((f"unlearned ({data.get('method') or 'unlearned'})", data.get("metrics") or {}))
-    fig = _figure((7, 3.8))
+    fig = new_figure((7, 3.8))
     ax = fig.subplots()
     width = 0.8 / len(models)
     colors = {"original": "tab:gray", "gold": "tab:green"}
@@ -117,7 +118,7 @@ def plot_metric_bars(report, path) -> Path:
     ax.set_title("Unlearning vs retraining" + (f" ({scenario} forgetting)" if scenario else ""), fontsize=10)
     ax.legend(fontsize=8, loc="upper center", ncol=len(models), frameon=False)
     ax.grid(True, axis="y", alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_plots(output_dir, *, report=None, fisher_forget=None, fisher_retain=None, threshold=None,
@@ -133,10 +134,43 @@ def save_plots(output_dir, *, report=None, fisher_forget=None, fisher_retain=Non
     return written
 
 
+
+def plot_threshold_sweep(sweep: Sequence[Mapping[str, float]], path: str | Path) -> Path:
+    """Plot the fraction of weights updated against gamma (log x axis) and save it to ``path``."""
+    fig = new_figure((5, 3.5))
+    ax = fig.subplots()
+    xs = [s["threshold"] for s in sweep]
+    ax.plot(xs, [100 * s["selected_fraction"] for s in sweep], marker="o", markersize=3)
+    if all(x > 0 for x in xs):
+        ax.set_xscale("log")
+    ax.set_xlabel("threshold gamma on I_forget / (I_retain + eps)")
+    ax.set_ylabel("weights updated (%)")
+    ax.set_title("The higher the threshold, the fewer weights updated")
+    ax.grid(True, alpha=0.3)
+    return save_figure(fig, path)
+
+
+def plot_reset_sweep(rows: Sequence[Mapping[str, float]], path) -> Path:
+    """Accuracies and MIA of :func:`hf_deepclean.sweep.reset_sweep`'s rows against the swept fraction or gamma."""
+    key = "fraction" if "fraction" in rows[0] else "threshold"
+    fig = new_figure((6, 4))
+    ax = fig.add_subplot()
+    xs = [r[key] for r in rows]
+    for metric, label in (("forget_accuracy", "Acc_Df"), ("validation_accuracy", "Acc_val"),
+                          ("retain_accuracy", "Acc_Dr (sample)"), ("mia_loss_lr", "MIA (loss LR)")):
+        ax.plot(xs, [r[metric] for r in rows], marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("top fraction reset" if key == "fraction" else "threshold gamma")
+    ax.set_ylabel("score")
+    ax.set_title("Reset-only sweep (no fine-tune)")
+    ax.legend()
+    return save_figure(fig, path)
+
 __all__ = [
     "plot_fraction_vs_threshold",
     "plot_metric_bars",
     "plot_ratio_histogram",
+    "plot_reset_sweep",
     "plot_threshold_sweep",
     "save_plots",
 ]

@@ -17,6 +17,11 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from .errors import SelectionError
+from .masking import normalization_parameter_names
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +32,8 @@ __all__ = [
     "DEFAULT_EPS",
     "ParameterMask",
     "fisher_ratio",
-    "plot_threshold_sweep",
+    "excluded_parameters",
+    "select_for_config",
     "select_parameters",
     "threshold_sweep",
 ]
@@ -173,6 +179,57 @@ def select_parameters(
     return ParameterMask(masks, threshold=effective, top_fraction=top_fraction, eps=eps)
 
 
+def excluded_parameters(config, model: torch.nn.Module) -> list[str]:
+    """The patterns a config keeps out of the selection: ``exclude_parameters``, and with
+    ``norm_policy="exclude"`` every normalisation weight of ``model``."""
+    exclude = list(config.exclude_parameters or [])
+    if config.norm_policy == "exclude":
+        exclude += normalization_parameter_names(model)
+    return exclude
+
+
+def select_for_config(
+    fisher_forget: Mapping[str, torch.Tensor],
+    fisher_retain: Mapping[str, torch.Tensor],
+    config,
+    model: torch.nn.Module,
+    *,
+    threshold: float | None = None,
+    top_fraction: float | None = None,
+) -> ParameterMask:
+    """The selection a :class:`~hf_deepclean.config.DeepCleanConfig` asks for, for every caller (``unlearn``,
+    ``sweep``, ``top_fraction="auto"``, the benchmark): ``include_parameters``, :func:`excluded_parameters`
+    (the exclude list and ``norm_policy``) and ``ratio_eps`` always apply; the cut is ``threshold`` or
+    ``top_fraction`` when one is passed (a sweep's candidate), else the config's own.
+
+    Raises :class:`~hf_deepclean.errors.SelectionError` when the cut selects no weight (for a threshold, with the
+    largest threshold that would select some).
+    """
+    if threshold is None and top_fraction is None:
+        threshold, top_fraction = config.threshold, config.top_fraction
+        if top_fraction == "auto":
+            raise ValueError("top_fraction='auto' is a search over fractions (hf_deepclean.auto), not a selection: "
+                             "pass the candidate's top_fraction.")
+    exclude = excluded_parameters(config, model)
+    mask = select_parameters(fisher_forget, fisher_retain, threshold=threshold, top_fraction=top_fraction,
+                             eps=config.ratio_eps, include=config.include_parameters, exclude=exclude or None)
+    if mask.num_selected == 0 and top_fraction is not None:
+        raise SelectionError(f"top_fraction={top_fraction} of the {mask.num_total} weights rounds to no weight; "
+                             "pass a larger --top_fraction.")
+    if mask.num_selected == 0:
+        sweep = threshold_sweep(fisher_forget, fisher_retain, eps=config.ratio_eps)
+        useful = [row for row in sweep if row["num_selected"] > 0]
+        hint = (
+            f" The largest threshold that selects anything in the sweep is {useful[-1]['threshold']:.4g} "
+            f"({useful[-1]['selected_fraction']:.2%} of weights); or pass --top_fraction."
+            if useful else " Pass --top_fraction instead."
+        )
+        raise SelectionError(f"threshold={threshold} selects no weight.{hint}")
+    if mask.num_total and mask.num_selected == mask.num_total:
+        logger.warning("The selection covers every weight: DeepClean then amounts to retraining the whole model.")
+    return mask
+
+
 def _stats(selected: int, total: int) -> dict[str, float | int]:
     return {"selected": selected, "total": total, "fraction": selected / total if total else 0.0}
 
@@ -283,8 +340,6 @@ class ParameterMask(Mapping):
 
     def save(self, path: str | Path) -> None:
         """Save as safetensors (bool tensors; threshold, top_fraction, eps in the metadata)."""
-        from safetensors.torch import save_file
-
         metadata = {
             "format": _FORMAT,
             "threshold": json.dumps(self.threshold),
@@ -298,8 +353,6 @@ class ParameterMask(Mapping):
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> ParameterMask:
         """Load a mask written by :meth:`save`."""
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt", device=str(device)) as f:
             metadata = f.metadata() or {}
             if metadata.get("format") != _FORMAT:
@@ -344,28 +397,3 @@ def threshold_sweep(
         {"threshold": float(g), "num_selected": int(c), "selected_fraction": int(c) / total if total else 0.0}
         for g, c in zip(gammas, above)
     ]
-
-
-def plot_threshold_sweep(sweep: Sequence[Mapping[str, float]], path: str | Path) -> Path:
-    """Plot the fraction of weights updated against gamma (log x axis) and save it to ``path``."""
-    try:
-        from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
-    except ImportError as err:
-        raise ImportError(
-            "plot_threshold_sweep needs matplotlib: pip install hf-deepclean[plot]"
-        ) from err
-    xs = [s["threshold"] for s in sweep]
-    ys = [100 * s["selected_fraction"] for s in sweep]
-    fig = Figure(figsize=(5, 3.5))
-    ax = fig.subplots()
-    ax.plot(xs, ys, marker="o", markersize=3)
-    if all(x > 0 for x in xs):
-        ax.set_xscale("log")
-    ax.set_xlabel("threshold gamma on I_forget / (I_retain + eps)")
-    ax.set_ylabel("weights updated (%)")
-    ax.set_title("The higher the threshold, the fewer weights updated")
-    ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path

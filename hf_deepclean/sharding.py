@@ -1,21 +1,21 @@
-"""FSDP2 for DeepClean: let accelerate wrap image classifiers, bind the mask to the shards, gather them back.
+"""FSDP2 for DeepClean: bind the mask to the shards, gather them back (the wrapping workaround is in _compat).
 
 FSDP2 replaces each parameter by a DTensor shard when Trainer wraps the model inside ``train()``,
 after DeepClean has reset the selected weights and attached its :class:`~hf_deepclean.masking.GradientMask`;
-these helpers cover the three moments where that matters: the wrapping itself, the start of training,
-and getting one plain model back for saving and evaluation.
+these helpers cover the moments where that matters: the start of training, and getting one plain model back for saving and evaluation.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Callable
 
 import torch
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.tensor import DTensor
 from transformers import TrainerCallback
 
+from ._compat import can_build_from_config, model_from_config
 from .masking import GradientMask
 
 logger = logging.getLogger(__name__)
@@ -23,53 +23,17 @@ logger = logging.getLogger(__name__)
 
 def gather_unsharded(model: torch.nn.Module) -> torch.nn.Module:
     """``model`` itself, or under FSDP2 its shards gathered into a fresh plain instance (a collective)."""
-    from torch.distributed.fsdp import FSDPModule
-
     if not isinstance(model, FSDPModule):
         return model
     # fully_shard swaps the class for FSDP<Class>(FSDPModule, Class): build the original class.
     model_class = next(c for c in type(model).__mro__ if not issubclass(c, FSDPModule))
-    if not hasattr(model_class, "_from_config"):
+    if not can_build_from_config(model_class):
         raise TypeError(f"Cannot rebuild {model_class.__name__} without sharding: it is not a transformers model.")
     full_state = {name: value.full_tensor() if isinstance(value, DTensor) else value
                   for name, value in model.state_dict().items()}
-    plain = model_class._from_config(model.config)
+    plain = model_from_config(model_class, model.config)
     plain.load_state_dict(full_state, strict=True, assign=True)
     return plain.eval()
-
-
-@contextlib.contextmanager
-def fsdp2_wrappable(model):
-    """Let accelerate's FSDP2 wrapping run on image classifiers; a no-op for ``model=None``.
-
-    accelerate shards ``model.get_input_embeddings()`` as a unit of its own. transformers raises
-    NotImplementedError there for convolutional backbones (ResNet, ConvNeXt ...), and a ViT's patch
-    embeddings sit inside ViTEmbeddings, a block accelerate has already sharded, which fully_shard then
-    rejects. In both cases the module is sharded with its parent anyway, so while Trainer wraps the
-    model this instance answers None.
-    """
-    if model is None or not _input_embeddings_break_fsdp2_wrapping(model):
-        yield
-        return
-    model.get_input_embeddings = lambda: None
-    try:
-        yield
-    finally:
-        del model.get_input_embeddings
-
-
-def _input_embeddings_break_fsdp2_wrapping(model) -> bool:
-    try:
-        embeddings = model.get_input_embeddings()
-    except NotImplementedError:
-        return True
-    if embeddings is None:
-        return False
-    blocks = set(getattr(model, "_no_split_modules", None) or ())
-    return any(
-        type(module).__name__ in blocks and module is not embeddings and any(m is embeddings for m in module.modules())
-        for module in model.modules()
-    )
 
 
 class BindMaskToShards(TrainerCallback):

@@ -1,28 +1,9 @@
-"""Choosing the threshold without a gold model.
+"""Reset-only sweeps: from one Fisher computation, reset the top fraction (or the weights above gamma) for
+each candidate, with no fine-tune, and measure what forward passes alone tell: forget, validation and
+(sampled) retain accuracy, and the loss MIA between the forget set and validation data.
 
-From one Fisher computation, :func:`reset_sweep` resets the top fraction of weights for each
-candidate, with no fine-tune, and measures what forward passes alone can tell: forget accuracy,
-validation accuracy, retain accuracy on a seeded sample, and the loss MIA between the forget set
-and validation data. :func:`choose_top_fraction` picks the smallest fraction that meets a
-criterion needing no gold model, by the kind of forgetting:
-
-- ``class`` (no class of D_f left in D_r): forget accuracy at or below chance (1 / number of classes);
-- ``samples`` (a privacy request): forget-set losses indistinguishable from validation losses
-  (loss-MIA accuracy within ``mia_margin`` of 0.5), as for data the model never saw;
-- ``noisy_labels`` (mislabeled samples): agreement with the given, wrong labels at or below chance.
-  Not the MIA rule: a model that never saw a wrong label gives it a high loss, so its forget losses
-  are very distinguishable from validation losses (the digits gold models score MIA 0.97-0.98);
-- in all: retain accuracy after the reset at least ``retain_floor``, a level the masked fine-tune
-  recovers from.
-
-A reset-only model predicts the fine-tuned one only roughly (the fine-tune restores part of what the
-reset removed), so ``top_fraction="auto"`` then verifies: after the fine-tune, :func:`verify_forgetting`
-applies the criterion to the fine-tuned model (class and noisy labels: forget accuracy at most a
-tolerance, 0.02 by default, since a model that never saw the class or the wrong labels scores ~0; and a
-fine-tune that did not recover, with retain accuracy under the floor or validation accuracy more than a set
-drop under the original model's, proves nothing and fails), and :func:`next_fraction` picks the larger swept
-fraction to try next, from the original weights, while it fails (the next one, then where the last two
-attempts' trend meets the criterion).
+``hf-deepclean sweep`` prints them; ``top_fraction="auto"`` (:mod:`hf_deepclean.auto`) makes its first choice
+from them.
 """
 
 from __future__ import annotations
@@ -31,31 +12,15 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-import numpy as np
 import torch
 
-from .data import labels_of
+from .evaluation import collect_outputs, mia_loss_lr, seeded_subset
 from .masking import reset_selected_weights
-from .selection import select_parameters
+from .selection import select_for_config
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
-FORGET_KINDS = ("class", "samples", "noisy_labels")
-
-
-def is_class_forgetting(forget, retain) -> bool:
-    """True when no class of the forget set appears in the retain set."""
-    return not set(np.unique(labels_of(forget))) & set(np.unique(labels_of(retain)))
-
-
-def forget_kind(forget, retain, declared: str = "infer") -> str:
-    """``declared`` if given, else ``class`` or ``samples`` from the labels (noisy labels cannot be told apart)."""
-    if declared != "infer":
-        if declared not in FORGET_KINDS:
-            raise ValueError(f"forget kind {declared!r} must be one of infer, {', '.join(FORGET_KINDS)}.")
-        return declared
-    return "class" if is_class_forgetting(forget, retain) else "samples"
 
 
 def reset_sweep(
@@ -63,26 +28,24 @@ def reset_sweep(
     fisher_forget: Mapping[str, torch.Tensor],
     fisher_retain: Mapping[str, torch.Tensor],
     splits: Mapping[str, object],
+    config,
     *,
     fractions: Sequence[float] | None = None,
     thresholds: Sequence[float] | None = None,
     image_processor=None,
-    reset: str = "zero",
-    norm_policy: str = "init",
-    eps: float = 1e-12,
-    exclude: Sequence[str] | None = None,
     retain_sample_size: int | None = 500,
     batch_size: int = 256,
-    seed: int = 0,
 ) -> list[dict]:
     """Reset-only models for each fraction (or gamma), evaluated with forward passes only.
 
-    ``splits`` holds ``forget``, ``retain`` and ``validation`` datasets. The model is restored to
-    its original weights afterwards. Rows: ``fraction`` or ``threshold``, ``selected_fraction``,
-    ``forget_accuracy``, ``validation_accuracy``, ``retain_accuracy``, ``mia_loss_lr``, ``time_s``.
+    ``config`` (a :class:`~hf_deepclean.config.DeepCleanConfig`) gives what ``unlearn`` would select and reset:
+    each candidate's mask is :func:`~hf_deepclean.selection.select_for_config` (include and exclude lists,
+    ``norm_policy``, ``ratio_eps``) and the reset follows ``reset``, ``norm_policy`` and ``seed``. ``splits``
+    holds ``forget``, ``retain`` and ``validation`` datasets. The model is restored to its original weights
+    afterwards. Rows: ``fraction`` or ``threshold``, ``selected_fraction``, ``num_selected``,
+    ``threshold_effective``, ``forget_accuracy``, ``validation_accuracy``, ``retain_accuracy``, ``mia_loss_lr``,
+    ``time_s``.
     """
-    from .evaluation import collect_outputs, mia_loss_lr, seeded_subset
-
     if fractions is not None and thresholds is not None:
         raise ValueError("Pass fractions or thresholds, not both.")
     for key in ("forget", "retain", "validation"):
@@ -91,7 +54,7 @@ def reset_sweep(
     candidates = [("threshold", t) for t in thresholds] if thresholds is not None else [
         ("fraction", f) for f in (fractions or DEFAULT_FRACTIONS)
     ]
-    retain = seeded_subset(splits["retain"], retain_sample_size, seed)
+    retain = seeded_subset(splits["retain"], retain_sample_size, config.seed)
     original = {name: p.detach().clone() for name, p in model.named_parameters()}
     rows = []
 
@@ -105,19 +68,18 @@ def reset_sweep(
 
     for kind, value in candidates:
         start = time.perf_counter()
-        mask = select_parameters(
-            fisher_forget, fisher_retain, eps=eps, exclude=exclude,
-            **({"top_fraction": value} if kind == "fraction" else {"threshold": value}),
-        )
+        mask = select_for_config(fisher_forget, fisher_retain, config, model,
+                                 **({"top_fraction": value} if kind == "fraction" else {"threshold": value}))
         try:
-            reset_selected_weights(model, mask, reset, norm_policy=norm_policy, seed=seed)
+            reset_selected_weights(model, mask, config.reset, norm_policy=config.norm_policy, seed=config.seed)
             forget_out, val_out, retain_out = evaluate(splits["forget"]), evaluate(splits["validation"]), evaluate(retain)
         finally:
             restore()  # every candidate starts from, and the caller gets back, the original weights
-        mia = mia_loss_lr(forget_out.losses, val_out.losses, seed=seed)
+        mia = mia_loss_lr(forget_out.losses, val_out.losses, seed=config.seed)
         rows.append({
             kind: float(value),
             "selected_fraction": mask.selected_fraction,
+            "num_selected": mask.num_selected,
             "threshold_effective": mask.threshold,
             "forget_accuracy": forget_out.accuracy,
             "validation_accuracy": val_out.accuracy,
@@ -126,182 +88,6 @@ def reset_sweep(
             "time_s": time.perf_counter() - start,
         })
     return rows
-
-
-def _judge(kind: str, forget_accuracy: float, mia: float, *, bound: float, bound_text: str,
-           mia_margin: float) -> tuple[bool, str, float, float]:
-    """The forgetting criterion of ``kind`` (module doc), shared by the reset-only choice and the verification.
-
-    Returns whether it passed, why, and the criterion as ``measure <= limit``: forget accuracy and ``bound``, or
-    for samples |loss-MIA - 0.5| and ``mia_margin``.
-    """
-    if kind == "samples":
-        measure, limit = abs(mia - 0.5), mia_margin
-        passed = measure <= limit
-        return passed, f"loss-MIA {mia:.3f} {'within' if passed else 'outside'} {mia_margin} of 0.5", measure, limit
-    passed = forget_accuracy <= bound
-    what = "forget accuracy" if kind == "class" else "agreement with the given (noisy) labels"
-    return passed, f"{what} {forget_accuracy:.3f} {'<=' if passed else '>'} {bound_text}", forget_accuracy, bound
-
-
-def choose_top_fraction(
-    rows: Sequence[Mapping[str, float]],
-    *,
-    kind: str,
-    num_classes: int,
-    retain_floor: float = 0.5,
-    mia_margin: float = 0.05,
-    margin_steps: int = 0,
-) -> tuple[float, str]:
-    """The smallest swept fraction that meets the reset-only criterion of ``kind`` (module doc).
-
-    ``margin_steps`` moves the choice that many swept values up, as long as they keep retain accuracy
-    above ``retain_floor`` (a cheaper hedge than verification, which ``top_fraction="auto"`` runs
-    anyway). Returns the fraction and why.
-    """
-    if kind not in FORGET_KINDS:
-        raise ValueError(f"kind={kind!r} must be one of {', '.join(FORGET_KINDS)}.")
-    chance = 1.0 / num_classes
-    ordered = sorted(rows, key=lambda r: r["fraction"])
-    for i, row in enumerate(ordered):
-        if row["retain_accuracy"] < retain_floor:
-            continue
-        passed, why, _, _ = _judge(kind, row["forget_accuracy"], row["mia_loss_lr"], bound=chance,
-                                   bound_text=f"chance {chance:.3f}", mia_margin=mia_margin)
-        if not passed:
-            continue
-        chosen = row
-        for candidate in ordered[i + 1 : i + 1 + max(margin_steps, 0)]:
-            if candidate["retain_accuracy"] < retain_floor:
-                break
-            chosen = candidate
-        margin = (f"; {chosen['fraction']:g} keeps a margin of {margin_steps} swept step(s) for the fine-tune's recovery"
-                  if chosen is not row else "")
-        return chosen["fraction"], (f"smallest fraction with {why} and retain accuracy {row['retain_accuracy']:.3f} "
-                                    f">= {retain_floor} is {row['fraction']:g}{margin}")
-    largest = max(rows, key=lambda r: r["fraction"])
-    return largest["fraction"], (
-        "no swept fraction met the criterion; using the largest one. Sweep larger fractions "
-        "(hf-deepclean sweep --fractions ...) or lower --auto_retain_floor."
-    )
-
-
-def next_fraction(fractions: Sequence[float], failed: Sequence[Mapping[str, float]]) -> float | None:
-    """The fraction ``top_fraction="auto"`` fine-tunes after its failed verifications, or None when none is larger.
-
-    ``failed`` holds the failed attempts in order, each with its ``top_fraction`` and the verification's
-    ``measure`` that had to fall to ``bound`` (:func:`verify_forgetting`). After one failure: the next larger
-    swept fraction. After more, when the measure fell between the last two attempts, the next try aims where
-    the straight line through them on log-log axes meets the bound (a power law in the fraction): the smallest
-    swept fraction at or above that point, and never less than the next one (no progress between the two: the
-    largest, where a line flattening to level meets the bound).
-
-    Why: where the memory is spread over many weights the fine-tuned forget accuracy falls slowly (a digits
-    ViT's wrong labels: 5.6 %, 4.2 %, 3.5 % at fractions 0.1, 0.15, 0.2), and stepping one swept value at a
-    time spent every attempt before the fractions that forget them; where one step suffices (class
-    forgetting) nothing changes.
-    """
-    if not failed:
-        raise ValueError("next_fraction needs at least one failed attempt.")
-    last = failed[-1]
-    larger = sorted(f for f in set(fractions) if f > last["top_fraction"])
-    if not larger:
-        return None
-    if len(failed) < 2 or last["bound"] <= 0:
-        return larger[0]  # nothing to extrapolate from yet, or a zero bound that no power law reaches
-    before = failed[-2]
-    value, previous, bound = last["measure"], before["measure"], last["bound"]
-    if value >= previous:
-        return larger[-1]  # no progress: the line meets the bound at infinity, so the largest swept fraction
-    slope = np.log(value / previous) / np.log(last["top_fraction"] / before["top_fraction"])
-    aim = last["top_fraction"] * (bound / value) ** (1.0 / slope)
-    return next((f for f in larger if f >= aim), larger[-1])
-
-
-def kept_validation_accuracy(model: torch.nn.Module, forget, validation, *, kind: str, image_processor=None,
-                             batch_size: int = 256) -> float:
-    """``model``'s accuracy on ``validation`` without the forgotten classes when ``kind`` is ``class`` (all of it
-    otherwise): what an unlearned model should still get right. The reference :func:`verify_forgetting` compares
-    the fine-tuned model with, measured on the original."""
-    from .evaluation import collect_outputs
-
-    validation_out = collect_outputs(model, validation, image_processor=image_processor, batch_size=batch_size)
-    return _kept_accuracy(validation_out, labels_of(forget) if kind == "class" else None)
-
-
-def _kept_accuracy(validation_out, forgotten_labels=None) -> float:
-    """Accuracy on the validation samples whose class is not among ``forgotten_labels`` (all without them)."""
-    if forgotten_labels is None:
-        return validation_out.accuracy
-    kept = ~validation_out.in_classes(forgotten_labels)
-    if not kept.any():
-        return float("nan")
-    return validation_out.subset(kept).accuracy
-
-
-def verify_forgetting(
-    model: torch.nn.Module,
-    forget,
-    validation,
-    *,
-    kind: str,
-    tolerance: float = 0.02,
-    mia_margin: float = 0.05,
-    retain=None,
-    retain_floor: float = 0.5,
-    retain_sample_size: int | None = 500,
-    reference_accuracy: float | None = None,
-    max_accuracy_drop: float = 0.05,
-    image_processor=None,
-    batch_size: int = 256,
-    seed: int = 0,
-) -> dict:
-    """Judge a fine-tuned model without a gold model: did it forget ``forget``?
-
-    ``class`` and ``noisy_labels``: forget accuracy (for noisy labels, agreement with the wrong labels)
-    at most ``tolerance``; a model that never saw the class or the labels scores about 0. ``samples``:
-    loss-MIA between the forget set and ``validation`` within ``mia_margin`` of 0.5. A model whose fine-tune
-    did not recover from the reset (``collapsed``) fails whatever it forgot, which then proves nothing: with
-    ``retain`` (D_r), its accuracy on a seeded sample under ``retain_floor``; with ``reference_accuracy`` (the
-    original model's :func:`kept_validation_accuracy`), its own more than ``max_accuracy_drop`` under it.
-    Returns ``passed``, ``collapsed``, the measurements, the reason, and the criterion as ``measure`` <=
-    ``bound`` (forget accuracy and tolerance; for samples |loss-MIA - 0.5| and the margin).
-    """
-    from .evaluation import collect_outputs, mia_loss_lr, seeded_subset
-
-    if kind not in FORGET_KINDS:
-        raise ValueError(f"kind={kind!r} must be one of {', '.join(FORGET_KINDS)}.")
-
-    def outputs(dataset):
-        return collect_outputs(model, dataset, image_processor=image_processor, batch_size=batch_size)
-
-    forget_out, val_out = outputs(forget), outputs(validation)
-    forget_accuracy = forget_out.accuracy
-    mia = float(mia_loss_lr(forget_out.losses, val_out.losses, seed=seed)["accuracy"])
-    passed, reason, measure, bound = _judge(kind, forget_accuracy, mia, bound=tolerance, bound_text=f"{tolerance}",
-                                            mia_margin=mia_margin)
-    retain_accuracy = None if retain is None else outputs(seeded_subset(retain, retain_sample_size, seed)).accuracy
-    kept_accuracy = _kept_accuracy(val_out, forget_out.labels if kind == "class" else None)
-    collapsed = False
-    if retain_accuracy is not None and retain_accuracy < retain_floor:
-        collapsed = True
-        reason += (f", but retain accuracy {retain_accuracy:.3f} < {retain_floor}: the fine-tune did not recover "
-                   f"(if the original model scores this low on its own training data, lower --auto_retain_floor)")
-    elif reference_accuracy is not None:
-        which = "validation accuracy outside the forgotten classes" if kind == "class" else "validation accuracy"
-        drop = reference_accuracy - kept_accuracy
-        if drop > max_accuracy_drop:
-            collapsed = True
-            reason += (f", but {which} {kept_accuracy:.3f} is {100 * drop:.1f} points under the original's "
-                       f"{reference_accuracy:.3f} (more than {100 * max_accuracy_drop:g}): the fine-tune did not "
-                       f"recover the model's accuracy (give it more epochs, e.g. --early_stopping_patience 2 "
-                       f"--num_train_epochs 8, or raise --auto_max_accuracy_drop)")
-        else:  # the evidence that the model kept what it should, for the report
-            reason += f"; {which} {kept_accuracy:.3f}, the original's {reference_accuracy:.3f} ({-100 * drop:+.1f} points)"
-    passed = passed and not collapsed
-    return {"passed": passed, "collapsed": collapsed, "forget_accuracy": forget_accuracy, "mia_loss_lr": mia,
-            "reason": reason, "validation_accuracy": val_out.accuracy, "kept_validation_accuracy": kept_accuracy,
-            "retain_accuracy": retain_accuracy, "measure": measure, "bound": bound}
 
 
 def sweep_markdown(rows: Sequence[Mapping[str, float]], *, validation_source: str, chosen: float | None = None) -> str:
@@ -319,22 +105,3 @@ def sweep_markdown(rows: Sequence[Mapping[str, float]], *, validation_source: st
             f"{r['validation_accuracy']:.3f} | {r['retain_accuracy']:.3f} | {r['mia_loss_lr']:.3f} | {r['time_s']:.2f} |"
         )
     return "\n".join(lines)
-
-
-def plot_sweep(rows: Sequence[Mapping[str, float]], path) -> None:
-    """Accuracies and MIA against the swept fraction (plot extra)."""
-    from .plots import _figure, _save
-
-    key = "fraction" if "fraction" in rows[0] else "threshold"
-    fig = _figure((6, 4))
-    ax = fig.add_subplot()
-    xs = [r[key] for r in rows]
-    for metric, label in (("forget_accuracy", "Acc_Df"), ("validation_accuracy", "Acc_val"),
-                          ("retain_accuracy", "Acc_Dr (sample)"), ("mia_loss_lr", "MIA (loss LR)")):
-        ax.plot(xs, [r[metric] for r in rows], marker="o", label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("top fraction reset" if key == "fraction" else "threshold gamma")
-    ax.set_ylabel("score")
-    ax.set_title("Reset-only sweep (no fine-tune)")
-    ax.legend()
-    return _save(fig, path)

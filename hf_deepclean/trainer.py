@@ -15,32 +15,26 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import Trainer
+from transformers import AutoModelForImageClassification, Trainer
+from transformers.trainer_utils import get_last_checkpoint
 
+from ._compat import BATCH_NORM_TYPES, fsdp2_wrappable, live_objects_frozen
+from .auto import AutoTopFraction
+from .budget import KeepBestValidationEpoch
 from .config import DeepCleanConfig
-from .data import IMAGE_COLUMN, collate_fn, with_image_transform
-from .fisher import fisher_diagonal
-from .masking import (
-    GradientMask,
-    GradientMaskTrainerMixin,
-    freeze_batchnorm_statistics,
-    normalization_parameter_names,
-    reset_selected_weights,
-)
-from .selection import ParameterMask, select_parameters, threshold_sweep
-from .sharding import BindMaskToShards, fsdp2_wrappable, gather_unsharded
-from .sweep import next_fraction
-from .training import accuracy_metrics, live_objects_frozen
+from .fisher import compute_fishers
+from .images import collate_fn, model_inputs
+from .masking import GradientMask, GradientMaskTrainerMixin, freeze_batchnorm_statistics, reset_selected_weights
+from .modelcard import record_from_report, write_model_card
+from .selection import ParameterMask, select_for_config
+from .sharding import BindMaskToShards, gather_unsharded
+from .training import accuracy_metrics
 
 logger = logging.getLogger(__name__)
 
 MASK_FILE = "_parameter_mask.safetensors"
 FISHER_FORGET_FILE = "_fisher_forget.safetensors"
 FISHER_RETAIN_FILE = "_fisher_retain.safetensors"
-
-
-class SelectionError(ValueError):
-    """A threshold that selects no weight, or a mask that cannot be used."""
 
 
 class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
@@ -73,8 +67,6 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         if not isinstance(args, DeepCleanConfig):
             raise TypeError(f"args must be a DeepCleanConfig, got {type(args).__name__}.")
         if isinstance(model, (str, os.PathLike)):
-            from transformers import AutoModelForImageClassification
-
             model = AutoModelForImageClassification.from_pretrained(str(model), use_safetensors=True)
         if args.early_stopping_patience is not None and eval_dataset is None:
             raise ValueError("early_stopping_patience needs eval_dataset: a validation split the model was not trained "
@@ -88,8 +80,8 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
             model=model,
             args=args,
             data_collator=data_collator or collate_fn,
-            train_dataset=self._prepare(train_dataset),
-            eval_dataset=self._prepare(eval_dataset),
+            train_dataset=model_inputs(train_dataset, processing_class),
+            eval_dataset=model_inputs(eval_dataset, processing_class),
             processing_class=processing_class,
             **kwargs,
         )
@@ -101,7 +93,7 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
             if args.early_stopping_patience is not None:
                 raise ValueError("early_stopping_patience keeps the best epoch's weights in memory, which is not "
                                  "supported on FSDP2's sharded model; train with DDP, or set a fixed num_train_epochs.")
-        self.forget_dataset = self._prepare(forget_dataset)
+        self.forget_dataset = model_inputs(forget_dataset, processing_class)
         self.parameter_mask = parameter_mask
         self.fisher_forget = fisher_forget
         self.fisher_retain = fisher_retain
@@ -111,16 +103,6 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         self.gradient_mask: GradientMask | None = None
 
     # ------------------------------------------------------------------ set-up
-
-    def _prepare(self, dataset):
-        if dataset is None or isinstance(dataset, dict):
-            return dataset
-        columns = getattr(dataset, "column_names", None) or []
-        if IMAGE_COLUMN in columns and "pixel_values" not in columns:
-            if self.image_processor is None:
-                raise ValueError("Raw image datasets need processing_class=<an image processor> to make pixel_values.")
-            return with_image_transform(dataset, self.image_processor)
-        return dataset
 
     @staticmethod
     def _check_distributed_support(*, fsdp, fsdp_version=2, deepspeed) -> None:
@@ -143,7 +125,7 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         # not their running statistics, and the backward pass stops with "Expected running_mean to have type
         # BFloat16 but got Float". Refuse before the Fisher pass instead of failing after it.
         if mixed_precision in ("bf16", "fp16") and any(
-                isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+                isinstance(m, BATCH_NORM_TYPES) for m in model.modules()):
             raise ValueError(
                 f"FSDP2 with {mixed_precision} mixed precision fails on models with BatchNorm layers "
                 f"({type(model).__name__}): it casts their weights but not their running statistics. Launch with "
@@ -158,104 +140,26 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
     # ------------------------------------------------------------------ DeepClean
 
     def compute_fishers(self) -> tuple[dict, dict]:
-        """Empirical (or configured) Fisher diagonals on D_f and D_r, summed across processes."""
+        """The Fisher diagonals on D_f and D_r with the configured estimator, summed across processes."""
         if self.forget_dataset is None or self.train_dataset is None:
             raise ValueError("unlearn() needs forget_dataset (D_f) and train_dataset (D_r).")
-        if len(self.forget_dataset) == 0:
-            raise ValueError("The forget set is empty: there is nothing to forget.")
-        args = self.args
-        common = dict(
-            estimator=args.fisher_estimator,
-            batch_size=args.fisher_batch_size,
-            collate_fn=self.data_collator,
-            accelerator=self.accelerator,
-            max_samples=args.fisher_max_samples,
-            seed=args.seed,
-            chunk_size=args.fisher_chunk_size,
-            show_progress=not args.disable_tqdm,
-        )
-        model = self.accelerator.unwrap_model(self.model)
-        self.fisher_forget = fisher_diagonal(model, self.forget_dataset, **common)
-        self.fisher_retain = fisher_diagonal(model, self.train_dataset, **common)
+        self.fisher_forget, self.fisher_retain = compute_fishers(
+            self.accelerator.unwrap_model(self.model), self.forget_dataset, self.train_dataset, self.args,
+            accelerator=self.accelerator, collate_fn=self.data_collator)
         return self.fisher_forget, self.fisher_retain
 
-    def _excluded_parameters(self) -> list[str]:
-        exclude = list(self.args.exclude_parameters or [])
-        if self.args.norm_policy == "exclude":
-            exclude += normalization_parameter_names(self.model)
-        return exclude
-
     def select(self, top_fraction: float | None = None) -> ParameterMask:
-        """The mask of privacy-sensitive weights from the two Fishers.
-
-        ``top_fraction`` overrides the configured selection (``top_fraction="auto"`` passes each candidate);
-        with ``top_fraction="auto"`` configured and none given, the reset-only choice is used.
-        """
-        args = self.args
-        exclude = self._excluded_parameters()
-        threshold = None
-        if top_fraction is None:
-            top_fraction = self.choose_top_fraction() if args.top_fraction == "auto" else args.top_fraction
-            threshold = args.threshold
-        mask = select_parameters(
-            self.fisher_forget,
-            self.fisher_retain,
-            threshold=threshold,
-            top_fraction=top_fraction,
-            eps=args.ratio_eps,
-            include=args.include_parameters,
-            exclude=exclude or None,
-        )
-        if mask.num_selected == 0:
-            sweep = threshold_sweep(self.fisher_forget, self.fisher_retain, eps=args.ratio_eps)
-            useful = [row for row in sweep if row["num_selected"] > 0]
-            hint = (
-                f" The largest threshold that selects anything in the sweep is {useful[-1]['threshold']:.4g} "
-                f"({useful[-1]['selected_fraction']:.2%} of weights); or pass --top_fraction."
-                if useful else " Pass --top_fraction instead."
-            )
-            raise SelectionError(f"threshold={args.threshold} selects no weight.{hint}")
-        if mask.num_selected == mask.num_total:
-            logger.warning("The selection covers every weight: DeepClean then amounts to retraining the whole model.")
-        return mask
-
-    def choose_top_fraction(self) -> float:
-        """``top_fraction="auto"``, first stage: sweep reset-only models, keep the smallest that forgets (sweep.py)."""
-        from .sweep import DEFAULT_FRACTIONS, choose_top_fraction, forget_kind, kept_validation_accuracy, reset_sweep
-
-        if self.eval_dataset is None:
-            raise ValueError("top_fraction='auto' needs eval_dataset: a validation split the model was not trained on.")
-        args = self.args
-        model = self.accelerator.unwrap_model(self.model)
-        fractions = list(args.auto_fractions or DEFAULT_FRACTIONS)
-        rows = reset_sweep(
-            model, self.fisher_forget, self.fisher_retain,
-            {"forget": self.forget_dataset, "retain": self.train_dataset, "validation": self.eval_dataset},
-            fractions=fractions, reset=args.reset, norm_policy=args.norm_policy,
-            eps=args.ratio_eps, exclude=self._excluded_parameters() or None, seed=args.seed,
-        )
-        kind = forget_kind(self.forget_dataset, self.train_dataset, args.auto_kind)
-        fraction, reason = choose_top_fraction(
-            rows, kind=kind, num_classes=model.config.num_labels,
-            retain_floor=args.auto_retain_floor, mia_margin=args.auto_mia_margin, margin_steps=args.auto_margin_steps,
-        )
-        # What verification holds each fine-tuned model to: the original's accuracy on what it should keep.
-        original_accuracy = kept_validation_accuracy(model, self.forget_dataset, self.eval_dataset, kind=kind,
-                                                     batch_size=args.per_device_eval_batch_size)
-        self.auto_sweep = {"rows": rows, "fractions": fractions, "start": fraction, "chosen": fraction,
-                           "reason": reason, "kind": kind, "class_forgetting": kind == "class", "attempts": [],
-                           "original_validation_accuracy": original_accuracy}
-        logger.info("top_fraction=auto starts at %s: %s.", fraction, reason)
-        return fraction
+        """The mask of privacy-sensitive weights from the two Fishers: the configured selection, or the top
+        ``top_fraction`` with the configured exclusions (``top_fraction="auto"`` passes each candidate)."""
+        return select_for_config(self.fisher_forget, self.fisher_retain, self.args,
+                                 self.accelerator.unwrap_model(self.model), top_fraction=top_fraction)
 
     def unlearn(self, resume_from_checkpoint: str | bool | None = None, **train_kwargs):
         """Fisher -> selection -> reset -> masked fine-tune on D_r. Returns Trainer's TrainOutput.
 
-        With ``top_fraction="auto"`` the fine-tuned model is verified (sweep.verify_forgetting); while it
-        fails, the original weights come back and a larger swept fraction (sweep.next_fraction) is fine-tuned,
-        up to ``auto_max_attempts`` fine-tunes (none after one whose fine-tune did not recover).
-        ``auto_sweep["attempts"]`` records each. When none passes, the run ends with the attempt closest to the
-        criterion whose fine-tune recovered, fine-tuned again if it was not the last (``auto_sweep["refit"]``).
+        With ``top_fraction="auto"`` the fraction comes from :class:`~hf_deepclean.auto.AutoTopFraction`, which
+        verifies each fine-tuned model and while it fails has a larger fraction fine-tuned from the original
+        weights; ``auto_sweep`` then records its sweep, attempts and verdict.
         """
         start = time.perf_counter()
         checkpoint = self._resolve_checkpoint(resume_from_checkpoint)
@@ -277,87 +181,29 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         return output
 
     def _auto_fine_tunes(self, model, checkpoint, train_kwargs, fisher_time: float):
-        """``top_fraction="auto"``: fine-tune, verify, and while verification fails retry a larger fraction
-        (sweep.next_fraction) from the original weights. Returns (output, seconds of fine-tuning)."""
-        fraction = self._auto_start()
-        fractions = self.auto_sweep["fractions"]
-        # Each retry starts from the original weights (buffers included: selected BatchNorm layers update theirs),
-        # kept in host memory so that a retry costs no accelerator memory.
-        retries = self.args.auto_max_attempts > 1 and any(f > fraction for f in fractions)
-        original = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()} if retries else None
-        train_time = 0.0
-        while True:
-            output, seconds = self._fine_tune_fraction(model, fraction, checkpoint, train_kwargs, fisher_time)
-            train_time += seconds
-            if self._auto_verified(model, fraction, seconds):
-                return output, train_time
-            attempts = self.auto_sweep["attempts"]
-            # After a fine-tune that did not recover (collapsed, or lost accuracy) a larger fraction, which resets
-            # more, would only do worse.
-            following = None if attempts[-1]["collapsed"] else next_fraction(fractions, attempts)
-            if following is None or len(attempts) >= self.args.auto_max_attempts:
-                break
-            logger.info("top_fraction=auto: %s did not forget after the fine-tune (%s); trying %s from the original "
-                        "weights.", fraction, attempts[-1]["reason"], following)
-            self._restore_original(model, original)
-            fraction = following
-        closest = self._closest_auto_attempt()
-        if closest is not None:
-            logger.warning("top_fraction=auto: no fine-tuned model passed verification and the last one (%s) is "
-                           "further from the criterion than %s; fine-tuning %s again to end with it.",
-                           fraction, closest, closest)
-            self.auto_sweep["refit"] = closest
-            self._restore_original(model, original)
-            # The same seed, data and mask give that attempt's model again (tests/test_sweep.py checks it).
-            output, seconds = self._fine_tune_fraction(model, closest, checkpoint, train_kwargs, fisher_time)
-            train_time += seconds
-        return output, train_time
-
-    def _fine_tune_fraction(self, model, fraction: float, checkpoint, train_kwargs, fisher_time: float):
-        self.auto_sweep["chosen"] = fraction
-        self.parameter_mask = self.select(top_fraction=fraction)
-        return self._masked_fine_tune(model, checkpoint, train_kwargs, fisher_time)
-
-    def _restore_original(self, model, original: dict) -> None:
-        model.load_state_dict(original)
-        self.optimizer, self.lr_scheduler, self.model_wrapped = None, None, self.model  # a fresh run, not a resume
-
-    def _closest_auto_attempt(self) -> float | None:
-        """After every auto attempt failed: the fraction to fine-tune again, or None to keep the last model.
-
-        The attempt nearest its criterion (lowest ``measure``; the smaller fraction on ties) among those whose
-        fine-tune recovered (``collapsed`` False), when that is not the last attempt already.
-        """
-        attempts = self.auto_sweep["attempts"]
-        usable = [a for a in attempts if not a["collapsed"]]
-        if not usable:
-            return None
-        closest = min(usable, key=lambda a: (a["measure"], a["top_fraction"]))
-        return None if closest is attempts[-1] else closest["top_fraction"]
-
-    def _auto_start(self) -> float:
+        """``top_fraction="auto"``: fine-tune each fraction the search asks for, each from the original weights.
+        Returns (output, seconds of fine-tuning)."""
         if self.is_fsdp_enabled:
             raise ValueError("top_fraction='auto' may fine-tune more than once, which FSDP2's wrapped model does not "
                              "allow; choose the fraction with `hf-deepclean sweep`, then pass it as --top_fraction.")
-        return self.choose_top_fraction()
-
-    def _auto_verified(self, model, fraction: float, train_seconds: float) -> bool:
-        """Verify the fine-tuned model of one auto attempt and record it in ``auto_sweep``."""
-        from .sweep import verify_forgetting
-
-        args = self.args
-        verdict = verify_forgetting(model, self.forget_dataset, self.eval_dataset, kind=self.auto_sweep["kind"],
-                                    tolerance=args.auto_forget_tolerance, mia_margin=args.auto_mia_margin,
-                                    retain=self.train_dataset, retain_floor=args.auto_retain_floor,
-                                    reference_accuracy=self.auto_sweep["original_validation_accuracy"],
-                                    max_accuracy_drop=args.auto_max_accuracy_drop,
-                                    batch_size=args.per_device_eval_batch_size, seed=args.seed)
-        model.train()
-        self.auto_sweep["attempts"].append({"top_fraction": fraction, "train_time_s": train_seconds, **verdict})
-        self.auto_sweep["verified"] = verdict["passed"]
-        self.log({"deepclean/auto_attempt_fraction": fraction, "deepclean/auto_attempt_passed": float(verdict["passed"]),
-                  "deepclean/auto_attempt_forget_accuracy": verdict["forget_accuracy"]})
-        return verdict["passed"]
+        search = AutoTopFraction(self.args, forget=self.forget_dataset, retain=self.train_dataset,
+                                 validation=self.eval_dataset, log=self.log)
+        self.auto_sweep = search.record
+        fraction = search.start(model, self.fisher_forget, self.fisher_retain)
+        # Kept in host memory (buffers included: selected BatchNorm layers update theirs), so a retry costs no
+        # accelerator memory.
+        original = ({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+                    if search.may_retry else None)
+        train_time = 0.0
+        while True:
+            self.parameter_mask = self.select(top_fraction=fraction)
+            output, seconds = self._masked_fine_tune(model, checkpoint, train_kwargs, fisher_time)
+            train_time += seconds
+            fraction = search.after_fine_tune(model, fraction, seconds)
+            if fraction is None:
+                return output, train_time
+            model.load_state_dict(original)
+            self.optimizer, self.lr_scheduler, self.model_wrapped = None, None, self.model  # a fresh run, not a resume
 
     def _masked_fine_tune(self, model, checkpoint, train_kwargs, fisher_time: float):
         """Reset the selected weights, then train with every other weight frozen. Returns (output, seconds)."""
@@ -405,8 +251,6 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
 
     def _early_stopping(self):
         """The no-gold budget rule (budget.py) as a callback of this fine-tune, or None for a fixed budget."""
-        from .budget import KeepBestValidationEpoch
-
         args = self.args
         if args.early_stopping_patience is None:
             return None
@@ -417,8 +261,6 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
 
     def _resolve_checkpoint(self, resume_from_checkpoint):
         if resume_from_checkpoint is True:
-            from transformers.trainer_utils import get_last_checkpoint
-
             last = get_last_checkpoint(self.args.output_dir) if Path(self.args.output_dir).is_dir() else None
             if last is None:
                 raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
@@ -437,8 +279,6 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
 
     def card_record(self, **extra) -> dict:
         """The model-card record: the evaluation report when one was attached, else what the trainer knows."""
-        from .modelcard import record_from_report
-
         report = self.unlearning_report
         if report is None:
             stats = self.unlearning_stats
@@ -466,8 +306,6 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         # The card and the mask are written on every save, not only on push; Trainer's checkpoints call this
         # with the checkpoint folder, which is how resume_from_checkpoint finds the mask there.
         if self.parameter_mask is not None and self.is_world_process_zero():
-            from .modelcard import write_model_card
-
             self.save_unlearning_artifacts(output_dir)
             write_model_card(output_dir or self.args.output_dir, self.card_record())
 
@@ -475,8 +313,6 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         """Trainer.push_to_hub calls this: write DeepClean's card instead of the generic one."""
         if self.parameter_mask is None:
             return super().create_model_card(*args, **kwargs)
-        from .modelcard import write_model_card
-
         write_model_card(self.args.output_dir, self.card_record(**({"repo_id": self.hub_model_id}
                                                                   if getattr(self, "hub_model_id", None) else {})))
 

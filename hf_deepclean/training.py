@@ -6,32 +6,31 @@ gold model of the evaluation is trained exactly like the original.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import transformers as tf
+from safetensors import SafetensorError
+from transformers import AutoConfig, AutoModelForImageClassification, Trainer, set_seed
 
-from .data import class_names, collate_fn, label_maps, with_image_transform
+from ._compat import live_objects_frozen
+from .config import TinyModelTrainingArguments
+from .data import class_names, label_maps
+from .errors import ModelError
+from .images import collate_fn, with_image_transform
 
 logger = logging.getLogger(__name__)
 
 ARCHITECTURES = ("vit", "resnet", "convnext", "deit", "swin")
 
 
-class ModelError(ValueError):
-    """A model that cannot serve the request (missing head, wrong label count, bad checkpoint)."""
-
-
 def tiny_model_config(architecture: str, num_labels: int, image_size: int = 16):
     """A small config that trains in seconds on CPU; the ViT is the embedded default."""
-    import transformers as tf
-
     common = dict(num_labels=num_labels, num_channels=3)
     if architecture == "vit":
         # 4 layers, width 64, patch 4: ~98 % test accuracy on 16x16 digits in a prototype.
@@ -68,9 +67,6 @@ def load_classifier(
 
     The label count must match the dataset's unless ``ignore_mismatched_sizes`` re-initialises the head.
     """
-    from safetensors import SafetensorError
-    from transformers import AutoConfig, AutoModelForImageClassification, set_seed
-
     labels = dict(num_labels=num_labels)
     if id2label is not None:
         labels.update(id2label=id2label, label2id=label2id)
@@ -147,21 +143,6 @@ def accuracy_metrics(eval_pred) -> dict[str, float]:
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
-@contextlib.contextmanager
-def live_objects_frozen():
-    """Keep objects alive now out of the garbage collector's scans while the body runs.
-
-    Trainer.train() starts with accelerate's free_memory(), a full gc.collect() over every object the
-    process holds: 0.2 s on this machine, most of a short unlearning run. Objects alive before the run
-    are not garbage, so leaving them out of that scan changes nothing but the time.
-    """
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-
-
 @dataclass
 class TrainResult:
     model: torch.nn.Module
@@ -175,8 +156,6 @@ def train_classifier(model, train_dataset, eval_dataset, args, image_processor, 
     Used for the original model and, on D_r only, for the gold model. Returns the trained model,
     the final evaluation metrics on ``eval_dataset`` and the training wall time.
     """
-    from transformers import Trainer
-
     if getattr(args, "remove_unused_columns", True):
         args.remove_unused_columns = False  # with_transform needs the raw image column
     trainer = Trainer(
@@ -196,24 +175,31 @@ def train_classifier(model, train_dataset, eval_dataset, args, image_processor, 
     return TrainResult(model=trainer.model, metrics=metrics, time_s=elapsed)
 
 
-def default_training_arguments(output_dir: str, **overrides):
-    """Hyper-parameters that train the tiny digits models well in well under a minute on CPU."""
-    from .config import TinyModelTrainingArguments
+@dataclass
+class TrainConfig(TinyModelTrainingArguments):
+    """The training recipe of the original model and of the gold model: the gold model is the original's training
+    run on D_r, so both start from these defaults at every entry point (``hf-deepclean train`` with and without
+    ``--gold``, the demo, the benchmark's models, the ``retrain`` baseline). They train the embedded tiny models on
+    digits in well under a minute; for a pretrained Hub checkpoint pass a fine-tuning budget, e.g.
+    ``--learning_rate 5e-5 --num_train_epochs 3``.
+    """
 
-    values = dict(
-        output_dir=output_dir,
-        num_train_epochs=15,
-        learning_rate=2e-3,
-        warmup_steps=0.05,
-        eval_strategy="no",
-        logging_strategy="epoch",
-        report_to="none",
-        use_cpu=not torch.cuda.is_available(),
-        seed=0,
-        disable_tqdm=True,
+    output_dir: str | None = field(default=None, metadata={"help": "Where the trained model is written."})
+    num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs (20 suits the tiny digits models)."})
+    warmup_steps: float = field(
+        default=0.05, metadata={"help": "Warm-up steps, or a fraction of all steps when < 1 (the tiny ViT needs it)."}
     )
-    values.update(overrides)
-    return TinyModelTrainingArguments(**values)
+    logging_strategy: str = field(default="epoch", metadata={"help": "Logging: no, steps or epoch."})
+
+
+# Fields that say how a run reports, not what it trains: they may differ between an original and its gold model.
+REPORTING_FIELDS = frozenset({"output_dir", "logging_dir", "logging_strategy", "logging_steps", "disable_tqdm",
+                              "report_to", "run_name"})
+
+
+def recipe_of(args) -> dict:
+    """The training arguments that decide the trained weights (``args.to_dict()`` minus :data:`REPORTING_FIELDS`)."""
+    return {k: v for k, v in args.to_dict().items() if k not in REPORTING_FIELDS}
 
 
 def save_classifier(model, image_processor, output_dir: str | Path, dataset=None) -> None:
@@ -256,7 +242,7 @@ def num_classes(dataset) -> int:
 
 
 __all__ = [
-    "ARCHITECTURES", "ModelError", "TrainResult", "accuracy_metrics", "default_training_arguments",
+    "ARCHITECTURES", "REPORTING_FIELDS", "ModelError", "TrainConfig", "TrainResult", "accuracy_metrics", "recipe_of",
     "load_classifier", "num_classes", "read_train_summary", "save_classifier", "save_trained", "tiny_model_config",
     "train_classifier",
 ]

@@ -7,7 +7,7 @@ smallest, since the stub scores every attempt alike); the frozen weights of the 
 
 import sys
 
-import hf_deepclean.sweep as sweep
+import hf_deepclean.auto as auto
 from hf_deepclean.cli import main
 
 
@@ -16,5 +16,5 @@ def never_forgot(model, forget, validation, **kwargs):
             "reason": "stub verifier: never forgotten", "measure": 1.0, "bound": 0.02, "collapsed": False}
 
 
-sweep.verify_forgetting = never_forgot
+auto.verify_forgetting = never_forgot
 sys.exit(main(sys.argv[1:]))

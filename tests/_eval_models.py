@@ -19,9 +19,10 @@ EPOCHS = 6
 @functools.lru_cache(maxsize=None)
 def trained_models() -> SimpleNamespace:
     """Train and save both models; returns the models, their folders, the splits and the processor."""
-    from hf_deepclean.data import load_builtin_dataset, load_image_processor
+    from hf_deepclean.data import load_builtin_dataset
+    from hf_deepclean.images import load_image_processor
     from hf_deepclean.forget import ForgetSpec, split_forget_retain
-    from hf_deepclean.training import default_training_arguments, load_classifier, save_classifier, train_classifier
+    from hf_deepclean.training import TrainConfig, load_classifier, save_classifier, train_classifier
 
     digits = load_builtin_dataset("digits")
     processor = load_image_processor(None, image_size=16)
@@ -33,7 +34,7 @@ def trained_models() -> SimpleNamespace:
 
     def fit(name, dataset):
         model = load_classifier(None, num_labels=10, architecture="resnet", seed=0)
-        args = default_training_arguments(str(root / f"{name}_run"), num_train_epochs=EPOCHS, learning_rate=3e-3)
+        args = TrainConfig(output_dir=str(root / f"{name}_run"), num_train_epochs=EPOCHS, learning_rate=3e-3, seed=0, disable_tqdm=True)
         result = train_classifier(model, dataset, None, args, processor)
         save_classifier(result.model, processor, root / name, dataset=train)
         return result

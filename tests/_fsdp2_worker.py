@@ -30,7 +30,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 from _fisher_models import count_weight_changes, random_dataset  # noqa: E402
 
 from hf_deepclean.config import DeepCleanConfig
-from hf_deepclean.data import load_image_processor
+from hf_deepclean.images import load_image_processor
 from hf_deepclean.selection import ParameterMask
 from hf_deepclean.trainer import MASK_FILE, DeepCleanTrainer
 from hf_deepclean.training import load_classifier, save_classifier

@@ -21,6 +21,6 @@ def digits():
 
 @pytest.fixture(scope="session")
 def image_processor():
-    from hf_deepclean.data import load_image_processor
+    from hf_deepclean.images import load_image_processor
 
     return load_image_processor(None, image_size=16)

@@ -3,7 +3,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hf_deepclean.data import DataError, collate_fn, load_image_dataset, resolve_columns, with_image_transform
+from hf_deepclean.data import DataError, load_image_dataset, resolve_columns
+from hf_deepclean.images import collate_fn, with_image_transform
 from hf_deepclean.forget import ForgetSpec, apply_label_noise, forget_indices, read_ids_file, split_forget_retain
 
 
@@ -239,14 +240,3 @@ def test_training_seed_never_changes_the_split():
     assert [x.tobytes() for x in a.test["image"][:20]] == [x.tobytes() for x in b.test["image"][:20]]
     other = load_run_data(DataArguments(split_seed=1), ForgetArguments(forget_labels=["3"]))
     assert [x.tobytes() for x in other.test["image"][:20]] != [x.tobytes() for x in a.test["image"][:20]]
-
-
-def test_forget_specs_are_still_importable_from_data():
-    import hf_deepclean.data as data
-    import hf_deepclean.forget as forget
-    from hf_deepclean.data import ForgetSpec as FromData
-
-    assert FromData is forget.ForgetSpec
-    assert all(getattr(data, name) is getattr(forget, name) for name in data._MOVED_TO_FORGET)
-    with pytest.raises(AttributeError, match="no_such_name"):
-        data.no_such_name

@@ -29,8 +29,9 @@ def original(tmp_path_factory):
     """A digits subset on disk and a tiny ViT trained on it briefly: the model to clean."""
     from datasets import DatasetDict
 
-    from hf_deepclean.data import load_builtin_dataset, load_image_processor
-    from hf_deepclean.training import default_training_arguments, load_classifier, save_classifier, train_classifier
+    from hf_deepclean.data import load_builtin_dataset
+    from hf_deepclean.images import load_image_processor
+    from hf_deepclean.training import TrainConfig, load_classifier, save_classifier, train_classifier
 
     root = tmp_path_factory.mktemp("distributed_unlearn")
     digits = load_builtin_dataset("digits")
@@ -38,7 +39,7 @@ def original(tmp_path_factory):
     small.save_to_disk(str(root / "digits"))
     processor = load_image_processor(None, 16)
     model = load_classifier(None, num_labels=10, architecture="vit")
-    args = default_training_arguments(str(root / "_trainer"), num_train_epochs=3)
+    args = TrainConfig(output_dir=str(root / "_trainer"), num_train_epochs=3, learning_rate=2e-3, seed=0, disable_tqdm=True)
     result = train_classifier(model, small["train"], None, args, processor)
     save_classifier(result.model, processor, root / "original", dataset=small["train"])
     return root

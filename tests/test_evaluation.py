@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from _eval_models import FORGET_CLASS, trained_models
-from hf_deepclean.data import collate_fn, with_image_transform
+from hf_deepclean.images import collate_fn, with_image_transform
 from hf_deepclean.forget import ForgetSpec, split_forget_retain
 from hf_deepclean.evaluation import (
     REPORT_JSON,

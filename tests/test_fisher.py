@@ -16,7 +16,8 @@ from _fisher_models import (  # noqa: E402
     tiny_vit,
 )
 
-from hf_deepclean.fisher import default_collate_fn, fisher_diagonal, per_sample_loop_fisher  # noqa: E402
+from hf_deepclean.fisher import fisher_diagonal, per_sample_loop_fisher
+from hf_deepclean.images import collate_fn as default_collate_fn  # noqa: E402
 
 D, K, N = 6, 4, 23
 

@@ -8,7 +8,8 @@ import torch
 
 from hf_deepclean.forget import ForgetSpec, split_forget_retain
 from hf_deepclean.methods import METHODS, MethodResult, TensorImageDataset, get_method, run_method
-from hf_deepclean.methods.base import relabel_randomly, training_set
+from hf_deepclean.forget import relabel_to_wrong_classes
+from hf_deepclean.methods.base import training_set
 from hf_deepclean.methods.fisher_forgetting import add_noise, noise_std
 from hf_deepclean.methods.l1_sparse import L1SparseTrainer, l1_weight_at
 from hf_deepclean.methods.salun import forget_gradient_saliency, saliency_mask
@@ -86,13 +87,13 @@ def test_registry_errors_name_the_bad_value():
         METHODS["salun"].make_config(saliency_fraction=1.5)
 
 
-def test_relabel_randomly_always_picks_another_class(raw_splits, splits):
+def test_relabel_to_wrong_classes_always_picks_another_class(raw_splits, splits):
     for data in (raw_splits["forget"], splits["forget"]):
-        relabelled = relabel_randomly(data, 10, seed=1)
+        relabelled = relabel_to_wrong_classes(data, 10, 1)
         old, new = np.asarray(data["label"] if hasattr(data, "column_names") else data.labels), None
         new = np.asarray(relabelled["label"] if hasattr(relabelled, "column_names") else relabelled.labels)
         assert len(new) == len(old) and (new != old).all() and ((0 <= new) & (new < 10)).all()
-        again = relabel_randomly(data, 10, seed=1)
+        again = relabel_to_wrong_classes(data, 10, 1)
         assert np.array_equal(new, np.asarray(again["label"] if hasattr(again, "column_names") else again.labels))
 
 
@@ -204,7 +205,7 @@ def test_l1_sparse_trainer_adds_the_decaying_penalty(trained, splits):
             seen.append(trainer.current_l1_weight)
 
     config = METHODS["l1_sparse"].make_config(num_train_epochs=1, l1_weight=1e-3)
-    from hf_deepclean.data import collate_fn
+    from hf_deepclean.images import collate_fn
 
     trainer = L1SparseTrainer(model=fresh(trained), args=config, train_dataset=splits["retain"], data_collator=collate_fn,
                               callbacks=[Record()])

@@ -299,7 +299,7 @@ def test_selecting_every_weight_warns(tmp_path, digits, image_processor, caplog)
         fisher_forget={n: torch.ones_like(p) for n, p in model.named_parameters()},
         fisher_retain={n: torch.ones_like(p) for n, p in model.named_parameters()},
     )
-    with caplog.at_level("WARNING", logger="hf_deepclean.trainer"):
+    with caplog.at_level("WARNING", logger="hf_deepclean.selection"):
         mask = trainer.select()
     assert mask.num_selected == mask.num_total
     assert "covers every weight" in caplog.text

@@ -4,10 +4,10 @@ import re
 import pytest
 import torch
 
+from hf_deepclean.plots import plot_threshold_sweep
 from hf_deepclean.selection import (
     ParameterMask,
     fisher_ratio,
-    plot_threshold_sweep,
     select_parameters,
     threshold_sweep,
 )
@@ -191,7 +191,7 @@ def test_plot_without_matplotlib(monkeypatch, tmp_path):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    with pytest.raises(ImportError, match=r"pip install hf-deepclean\[plot\]"):
+    with pytest.raises(ImportError, match=r"pip install 'hf-deepclean\[plot\]'"):
         plot_threshold_sweep([{"threshold": 1.0, "selected_fraction": 0.5}], tmp_path / "x.png")
 
 

@@ -5,10 +5,11 @@ import torch
 
 from _eval_models import FORGET_CLASS, trained_models
 from hf_deepclean.config import DeepCleanConfig
-from hf_deepclean.data import collate_fn, with_image_transform
+from hf_deepclean.auto import (choose_top_fraction, forget_kind, is_class_forgetting, kept_validation_accuracy,
+                               next_fraction, verify_forgetting)
 from hf_deepclean.fisher import fisher_diagonal
-from hf_deepclean.sweep import (choose_top_fraction, forget_kind, is_class_forgetting, kept_validation_accuracy,
-                                next_fraction, reset_sweep, sweep_markdown, verify_forgetting)
+from hf_deepclean.images import collate_fn, with_image_transform
+from hf_deepclean.sweep import reset_sweep, sweep_markdown
 from hf_deepclean.trainer import DeepCleanTrainer
 
 
@@ -25,7 +26,8 @@ def setup():
 def test_reset_sweep_is_monotone_and_restores_the_model(setup):
     m, model, (ff, fr), validation = setup
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    rows = reset_sweep(model, ff, fr, {"forget": m.forget, "retain": m.retain, "validation": validation},
+    config = DeepCleanConfig(output_dir="unused", top_fraction="auto")
+    rows = reset_sweep(model, ff, fr, {"forget": m.forget, "retain": m.retain, "validation": validation}, config,
                        fractions=[0.001, 0.05, 0.3], image_processor=m.processor, retain_sample_size=200)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     assert [r["fraction"] for r in rows] == [0.001, 0.05, 0.3]
@@ -177,16 +179,16 @@ def test_verification_fails_a_fine_tune_that_lost_the_models_accuracy(setup):
 
 
 def test_auto_holds_each_fine_tune_to_the_originals_validation_accuracy(tmp_path, setup, monkeypatch):
-    import hf_deepclean.sweep
+    import hf_deepclean.auto
 
     seen = []
-    real = hf_deepclean.sweep.verify_forgetting
+    real = hf_deepclean.auto.verify_forgetting
 
     def recording(model, forget, validation, **kwargs):
         seen.append({k: kwargs[k] for k in ("reference_accuracy", "max_accuracy_drop")})
         return real(model, forget, validation, **kwargs)
 
-    monkeypatch.setattr(hf_deepclean.sweep, "verify_forgetting", recording)
+    monkeypatch.setattr(hf_deepclean.auto, "verify_forgetting", recording)
     m, _, (ff, fr), validation = setup
     args = DeepCleanConfig(output_dir=str(tmp_path), top_fraction="auto", num_train_epochs=0.25, use_cpu=True,
                            disable_tqdm=True, logging_strategy="no", report_to="none", auto_max_accuracy_drop=0.2,
@@ -224,7 +226,7 @@ def test_auto_escalates_from_the_original_weights_while_verification_fails(tmp_p
     # A verifier that fails every model, its forget accuracy falling slowly (0.9, then 0.5): auto must fine-tune 3
     # fractions, each from the original weights: the next one after the first failure, then where the trend of the
     # two meets the tolerance (beyond the sweep: its largest, 0.7, not the next, 0.6), flagged as not verified.
-    import hf_deepclean.sweep
+    import hf_deepclean.auto
 
     measures = iter([0.9, 0.5, 0.4])
 
@@ -233,7 +235,7 @@ def test_auto_escalates_from_the_original_weights_while_verification_fails(tmp_p
         return {"passed": False, "forget_accuracy": measure, "mia_loss_lr": 1.0, "validation_accuracy": 1.0,
                 "reason": "stub verifier: never forgotten", "measure": measure, "bound": 0.02, "collapsed": False}
 
-    monkeypatch.setattr(hf_deepclean.sweep, "verify_forgetting", never_forgot)
+    monkeypatch.setattr(hf_deepclean.auto, "verify_forgetting", never_forgot)
     m, _, (ff, fr), validation = setup
     model = copy.deepcopy(m.original)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -296,7 +298,7 @@ def test_noisy_fraction_runs_declare_the_noisy_labels_criterion():
 def test_auto_stops_after_a_collapse_and_ends_with_the_closest_attempt(tmp_path, setup, monkeypatch):
     # The second attempt collapses (stub): no third attempt, and the run ends with the first attempt's fraction,
     # fine-tuned again: bit-identical to a direct run at that fraction.
-    import hf_deepclean.sweep
+    import hf_deepclean.auto
 
     verdicts = iter([{"measure": 0.5, "collapsed": False}, {"measure": 0.0, "collapsed": True}])
 
@@ -305,7 +307,7 @@ def test_auto_stops_after_a_collapse_and_ends_with_the_closest_attempt(tmp_path,
         return {"passed": False, "forget_accuracy": verdict["measure"], "mia_loss_lr": 1.0, "validation_accuracy": 0.1,
                 "reason": "stub verifier", "bound": 0.02, **verdict}
 
-    monkeypatch.setattr(hf_deepclean.sweep, "verify_forgetting", first_close_then_collapsed)
+    monkeypatch.setattr(hf_deepclean.auto, "verify_forgetting", first_close_then_collapsed)
     m, _, (ff, fr), validation = setup
     model = copy.deepcopy(m.original)
     common = dict(output_dir=str(tmp_path), num_train_epochs=0.25, use_cpu=True, disable_tqdm=True,

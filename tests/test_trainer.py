@@ -7,7 +7,8 @@ from _fisher_models import count_weight_changes, random_dataset
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.masking import GradientMask, normalization_parameter_names, reset_selected_weights
 from hf_deepclean.selection import ParameterMask
-from hf_deepclean.trainer import MASK_FILE, DeepCleanTrainer, SelectionError
+from hf_deepclean.errors import SelectionError
+from hf_deepclean.trainer import MASK_FILE, DeepCleanTrainer
 from hf_deepclean.training import load_classifier
 
 
@@ -193,10 +194,10 @@ def test_resume_keeps_mask_and_frozen_weights(tmp_path):
 def test_class_forgetting_on_digits_end_to_end(tmp_path, digits, image_processor):
     from hf_deepclean.forget import ForgetSpec, split_forget_retain
     from hf_deepclean.evaluation import collect_outputs
-    from hf_deepclean.training import default_training_arguments, train_classifier
+    from hf_deepclean.training import TrainConfig, train_classifier
 
     model = load_classifier(None, num_labels=10, architecture="vit", seed=0)
-    train_classifier(model, digits["train"], None, default_training_arguments(str(tmp_path / "orig")), image_processor)
+    train_classifier(model, digits["train"], None, TrainConfig(output_dir=str(tmp_path / "orig"), num_train_epochs=15, learning_rate=2e-3, seed=0, disable_tqdm=True), image_processor)
     splits = split_forget_retain(digits["train"], ForgetSpec(labels=[3]))
     trainer = DeepCleanTrainer(
         model, _config(tmp_path, top_fraction=0.15, num_train_epochs=2, learning_rate=3e-3, weight_decay=0.01,
@@ -238,7 +239,7 @@ def test_fsdp1_or_deepspeed_from_an_accelerate_config_is_refused(tmp_path, monke
 @pytest.mark.parametrize("arch", ["vit", "resnet"])
 def test_fsdp2_wrapping_sees_no_input_embeddings_only_while_wrapping(arch):
     # accelerate shards get_input_embeddings() on its own: ResNet raises there, ViT's sits inside ViTEmbeddings.
-    from hf_deepclean.sharding import fsdp2_wrappable as _fsdp2_wrappable
+    from hf_deepclean._compat import fsdp2_wrappable as _fsdp2_wrappable
 
     model = _model(arch)
     with _fsdp2_wrappable(model):

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from hf_deepclean.cli import main
-from hf_deepclean.data import collate_fn, with_image_transform
-from hf_deepclean.training import default_training_arguments, load_classifier, save_classifier, train_classifier
+from hf_deepclean.images import collate_fn, with_image_transform
+from hf_deepclean.training import TrainConfig, load_classifier, save_classifier, train_classifier
 
 
 @pytest.mark.parametrize("arch", ["vit", "resnet"])
@@ -15,13 +15,13 @@ def test_tiny_models_beat_chance_and_reload_identically(tmp_path, digits, image_
     train = digits["train"].select(np.sort(rng.choice(len(digits["train"]), 500, replace=False)))
     test = digits["test"].select(range(120))
     model = load_classifier(None, num_labels=10, architecture=arch, seed=0)
-    args = default_training_arguments(str(tmp_path / "run"), num_train_epochs=4, learning_rate=3e-3)
+    args = TrainConfig(output_dir=str(tmp_path / "run"), num_train_epochs=4, learning_rate=3e-3, seed=0, disable_tqdm=True)
     result = train_classifier(model, train, test, args, image_processor)
     assert result.metrics["eval_accuracy"] > 0.3  # chance is 0.1
     save_classifier(result.model, image_processor, tmp_path / "saved", dataset=train)
     assert (tmp_path / "saved" / "model.safetensors").exists()
     assert (tmp_path / "saved" / "preprocessor_config.json").exists()
-    from hf_deepclean.data import load_image_processor
+    from hf_deepclean.images import load_image_processor
 
     reloaded = load_classifier(str(tmp_path / "saved"), num_labels=10)
     assert reloaded.config.id2label[3] == "3"

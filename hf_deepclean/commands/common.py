@@ -6,7 +6,8 @@ import logging
 from dataclasses import dataclass
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments
-from ..data import label_maps, load_image_processor
+from ..data import label_maps
+from ..images import load_image_processor
 from ..forget import ForgetSpec, apply_label_noise, split_forget_retain
 from ..outputs import require_complete
 from ..training import load_classifier, num_classes

@@ -13,10 +13,13 @@ from pathlib import Path
 
 import torch
 
-from ..arguments import DataArguments, ForgetArguments, ModelArguments, TrainConfig, parse_arguments
+from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
 from ..config import DeepCleanConfig
+from ..evaluation import UnlearningReport
 from ..outputs import is_complete, run_folder
-from ..training import read_train_summary, save_trained, train_classifier
+from ..plots import save_plots
+from ..trainer import FISHER_FORGET_FILE, FISHER_RETAIN_FILE, load_fisher
+from ..training import TrainConfig, read_train_summary, save_trained, train_classifier
 from .common import load_model_for, load_processor_for, load_run_data
 from .unlearn import UnlearnScriptArguments, unlearn
 
@@ -84,12 +87,6 @@ def run(argv: list[str]) -> int:
 
 
 def _write_plots(out: Path, report: dict) -> None:
-    try:
-        from ..evaluation import UnlearningReport
-        from ..plots import save_plots
-        from ..trainer import FISHER_FORGET_FILE, FISHER_RETAIN_FILE, load_fisher
-    except ImportError:
-        return
     try:
         written = save_plots(
             out,

@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
+from ..evaluation import REPORT_JSON, evaluate_unlearning
 from ..outputs import check_output_dir, run_folder
+from ..plots import plot_metric_bars
 from ..training import read_train_summary
 from .common import load_model_for, load_processor_for, load_run_data
 
@@ -59,8 +61,6 @@ def _read_json(path: Path) -> dict:
 
 
 def run(argv: list[str]) -> int:
-    from ..evaluation import REPORT_JSON, evaluate_unlearning
-
     model_args, data_args, forget_args, eval_args = parse_arguments(
         (ModelArguments, DataArguments, ForgetArguments, EvaluateArguments),
         argv,
@@ -112,8 +112,6 @@ def run(argv: list[str]) -> int:
         )
         report.save(out)
         if eval_args.plots:
-            from ..plots import plot_metric_bars
-
             plot_metric_bars(report, out / "metrics_comparison.png")
     print(report.to_markdown())
     print(f"Report written to {out}")

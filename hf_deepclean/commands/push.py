@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..arguments import ConfigError, parse_arguments
+from ..arguments import parse_arguments
+from ..errors import ConfigError
+from ..hub import push_unlearned_model
 from ..outputs import require_complete
 
 
@@ -39,7 +41,6 @@ def run(argv: list[str]) -> int:
     if not args.output_dir or not args.repo_id:
         raise ConfigError("push needs the model folder and --repo_id: hf-deepclean push OUTPUT_DIR --repo_id you/name")
     require_complete(args.output_dir)
-    from ..hub import push_unlearned_model
 
     url = push_unlearned_model(
         args.output_dir, args.repo_id, token=args.token, private=not args.public, overwrite=args.overwrite,

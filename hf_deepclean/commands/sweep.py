@@ -5,57 +5,43 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
+from ..auto import choose_top_fraction, forget_kind
+from ..config import DeepCleanConfig, record_fields_set
+from ..fisher import compute_fishers
+from ..images import model_inputs
 from ..outputs import check_output_dir, run_folder
+from ..plots import plot_reset_sweep
+from ..sweep import reset_sweep, sweep_markdown
 from .common import carve_validation, declared_auto_kind, load_model_for, load_processor_for, load_run_data
 
 
+@record_fields_set
 @dataclass
-class SweepArguments:
-    """Args:
-    output_dir: Where sweep.json, sweep.md and sweep.png go.
-    fractions: Top fractions to reset (default 0.005 ... 0.5).
-    thresholds: Gammas to reset above, instead of fractions.
-    reset: zero, init or none (as in unlearn).
-    norm_policy: Normalisation weights: init, exclude or same (as in unlearn).
-    fisher_estimator: empirical, expected or batch.
-    fisher_max_samples: Use at most this many samples per Fisher.
-    validation_fraction: Part of the test split carved off as validation.
-    retain_sample_size: Retain accuracy on a seeded sample of this size.
-    auto_margin_steps: Swept steps the first choice of ``--top_fraction auto`` adds above the smallest passing one.
-    auto_kind: What is forgotten (sets auto's criterion): infer, class, samples or noisy_labels.
-    seed: Seed of the carving and the samples.
-    overwrite_output_dir: Replace the contents of a non-empty output folder.
+class SweepConfig(DeepCleanConfig):
+    """``unlearn``'s settings (a :class:`~hf_deepclean.config.DeepCleanConfig`: the same Fisher, selection and
+    reset flags, so a fraction read off the sweep selects the same weights in ``unlearn``) plus the candidates.
+
+    Args:
+        fractions: Top fractions to reset (default 0.005 ... 0.5).
+        thresholds: Gammas to reset above, instead of fractions.
+        validation_fraction: Part of the test split carved off as validation.
+        retain_sample_size: Retain accuracy on a seeded sample of this size.
     """
 
     output_dir: str | None = field(default=None, metadata={"help": "Folder for sweep.json, sweep.md, sweep.png."})
+    top_fraction: str | None = field(
+        default="auto", metadata={"help": "Kept at auto: the sweep shows auto's first choice among the fractions."}
+    )
     fractions: list[float] | None = field(default=None, metadata={"help": "Top fractions to reset (default 0.005 ... 0.5)."})
     thresholds: list[float] | None = field(default=None, metadata={"help": "Gammas to reset above, instead of fractions."})
-    reset: str = field(default="zero", metadata={"help": "Reset of the selected weights: zero, init or none."})
-    norm_policy: str = field(default="init", metadata={"help": "Normalisation weights: init, exclude or same."})
-    fisher_estimator: str = field(default="empirical", metadata={"help": "Fisher estimator: empirical, expected, batch."})
-    fisher_max_samples: int | None = field(default=None, metadata={"help": "At most this many samples per Fisher."})
     validation_fraction: float = field(default=0.5, metadata={"help": "Part of the test split carved off as validation."})
     retain_sample_size: int = field(default=500, metadata={"help": "Retain accuracy on a seeded sample of this size."})
-    auto_margin_steps: int = field(
-        default=0, metadata={"help": "Swept steps the automatic choice adds above the smallest passing fraction."}
-    )
-    auto_kind: str = field(
-        default="infer", metadata={"help": "What is forgotten (sets the criterion): infer, class, samples, noisy_labels "
-                                   "(infer means noisy_labels with --noisy_fraction)."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed of the carving and the samples."})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "Replace a non-empty output folder."})
 
 
 def run(argv: list[str]) -> int:
-    from ..data import with_image_transform, collate_fn
-    from ..fisher import fisher_diagonal
-    from ..sweep import choose_top_fraction, forget_kind, plot_sweep, reset_sweep, sweep_markdown
-
     model_args, data_args, forget_args, args = parse_arguments(
-        (ModelArguments, DataArguments, ForgetArguments, SweepArguments), argv, prog="hf-deepclean sweep",
+        (ModelArguments, DataArguments, ForgetArguments, SweepConfig), argv, prog="hf-deepclean sweep",
         description=__doc__.splitlines()[0],
     )
     if not model_args.model_name_or_path:
@@ -67,32 +53,29 @@ def run(argv: list[str]) -> int:
     validation, source = carve_validation(data, args.validation_fraction, data_args.split_seed)
     model = load_model_for(data, model_args, seed=args.seed)
     processor = load_processor_for(model_args)
-    fishers = [
-        fisher_diagonal(model, with_image_transform(split, processor), collate_fn=collate_fn, estimator=args.fisher_estimator,
-                        max_samples=args.fisher_max_samples, seed=args.seed)
-        for split in (data.forget, data.retain)
-    ]
+    fishers = compute_fishers(model, model_inputs(data.forget, processor), model_inputs(data.retain, processor), args)
     with run_folder(out):
         rows = reset_sweep(
-            model, *fishers, {"forget": data.forget, "retain": data.retain, "validation": validation},
-            fractions=args.fractions, thresholds=args.thresholds, image_processor=processor, reset=args.reset,
-            norm_policy=args.norm_policy, retain_sample_size=args.retain_sample_size, seed=args.seed,
+            model, *fishers, {"forget": data.forget, "retain": data.retain, "validation": validation}, args,
+            fractions=args.fractions, thresholds=args.thresholds, image_processor=processor,
+            retain_sample_size=args.retain_sample_size,
         )
         chosen = reason = None
         if not args.thresholds:
             chosen, reason = choose_top_fraction(
-                rows, kind=forget_kind(data.forget, data.retain, declared_auto_kind(args.auto_kind, data)), num_classes=model.config.num_labels,
-                margin_steps=args.auto_margin_steps,
+                rows, kind=forget_kind(data.forget, data.retain, declared_auto_kind(args.auto_kind, data)),
+                num_classes=model.config.num_labels, retain_floor=args.auto_retain_floor,
+                mia_margin=args.auto_mia_margin, margin_steps=args.auto_margin_steps,
             )
         table = sweep_markdown(rows, validation_source=source, chosen=chosen)
         if chosen is not None:
             table += (f"\n\nFirst choice of --top_fraction auto: {chosen:g}, the {reason}. `unlearn` then verifies it "
-                          "after the fine-tune and tries larger fractions while the model has not forgotten.")
+                      "after the fine-tune and tries larger fractions while the model has not forgotten.")
         (out / "sweep.md").write_text(table + "\n", encoding="utf-8")
         (out / "sweep.json").write_text(json.dumps({"rows": rows, "validation": source, "auto_top_fraction": chosen,
                                                     "auto_reason": reason}, indent=2), encoding="utf-8")
         try:
-            plot_sweep(rows, out / "sweep.png")
+            plot_reset_sweep(rows, out / "sweep.png")
         except ImportError as exc:
             print(f"(plot skipped: {exc})")
     print(table)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from ..arguments import DataArguments, ForgetArguments, ModelArguments, TrainConfig, parse_arguments
+from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
 from ..outputs import check_output_dir, run_folder
-from ..training import save_trained, train_classifier
+from ..training import TrainConfig, save_trained, train_classifier
 from .common import load_model_for, load_processor_for, load_run_data
 
 logger = logging.getLogger(__name__)

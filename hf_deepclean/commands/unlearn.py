@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from dataclasses import dataclass, field
 
+from accelerate import PartialState
+
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
 from ..config import DeepCleanConfig
+from ..evaluation import evaluate_unlearning
+from ..forget import forget_indices
+from ..hub import forget_fingerprint, generate_salt
+from ..modelcard import record_from_report, write_model_card
 from ..outputs import check_output_dir, run_folder
-from ..training import read_train_summary
+from ..trainer import DeepCleanTrainer
+from ..training import read_train_summary, save_classifier
 from .common import (RunData, carve_validation, declared_auto_kind, forgets_mislabeled_samples, load_model_for,
                      load_processor_for, load_run_data)
 
@@ -41,9 +49,6 @@ class UnlearnScriptArguments:
 
 def forget_record(data: RunData, salt: str) -> dict:
     """What the report and card say about the forget set: counts, classes, kind, a salted fingerprint."""
-    from ..hub import forget_fingerprint
-    from ..forget import forget_indices
-
     spec = data.spec
     values = [str(v) for v in spec.ids] if spec.ids is not None else forget_indices(data.train, spec).tolist()
     labels = sorted({int(v) for v in data.forget["label"]}) if spec.kind == "labels" else None
@@ -58,8 +63,6 @@ def forget_record(data: RunData, salt: str) -> dict:
 def evaluate_run(model, data: RunData, processor, *, method, gold_path, original, selection, time_s, gold_time_s,
                  forget_info, batch_size, seed, model_args, accelerator=None):
     """The unlearning report for ``model``: metrics, gold and original columns, deltas."""
-    from ..evaluation import evaluate_unlearning
-
     gold = load_model_for(data, model_args, path=gold_path, seed=seed) if gold_path else None
     return evaluate_unlearning(
         model,
@@ -82,21 +85,12 @@ def evaluate_run(model, data: RunData, processor, *, method, gold_path, original
 
 def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConfig) -> dict:
     """Run DeepClean end to end and write the output folder; returns the report dict."""
-    import copy
-
-    from ..hub import generate_salt
-    from ..modelcard import record_from_report, write_model_card
-    from ..trainer import DeepCleanTrainer
-    from ..training import save_classifier
-
     if not model_args.model_name_or_path:
         raise ValueError("unlearn needs --model_name_or_path: the trained model to clean (train one with `hf-deepclean train`).")
     out = check_output_dir(
         args.output_dir, overwrite=args.overwrite_output_dir, inputs=[model_args.model_name_or_path],
         resume=bool(args.resume_from_checkpoint),
     )
-    from accelerate import PartialState
-
     state = PartialState()
     state.wait_for_everyone()  # every rank has checked the folder before rank 0 creates it
     data = load_run_data(data_args, forget_args, seed=args.seed)

@@ -7,7 +7,9 @@ import numbers
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+import torch
 
+from ..forget import label_ids
 from .intervals import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, INTERVAL_METHOD, accuracy_delta_intervals
 from .mia import MIN_SAMPLES_PER_CLASS, mia_efficacy, mia_loss_lr
 from .outputs import SplitOutputs, collect_outputs
@@ -17,8 +19,6 @@ logger = logging.getLogger(__name__)
 
 
 def _is_loader(dataset) -> bool:
-    import torch
-
     return isinstance(dataset, torch.utils.data.DataLoader)
 
 
@@ -38,8 +38,6 @@ def seeded_subset(dataset, size: int | None, seed: int):
     index = np.sort(np.random.default_rng(seed).choice(len(dataset), size=size, replace=False))
     if hasattr(dataset, "select"):
         return dataset.select(index)
-    import torch
-
     return torch.utils.data.Subset(dataset, index.tolist())
 
 
@@ -48,9 +46,7 @@ def _class_ids(labels, dataset) -> list[int] | None:
         return None
     labels = list(labels.tolist() if hasattr(labels, "tolist") else labels)
     if any(isinstance(v, str) and not v.lstrip("-").isdigit() for v in labels):
-        from ..forget import _label_ids  # class names -> ids, with the data layer's error messages
-
-        return _label_ids(dataset, labels)
+        return label_ids(dataset, labels)  # class names -> ids, with the data layer's error messages
     return sorted({int(v) for v in labels})
 
 

@@ -25,6 +25,11 @@ has ~37 test images): the result says so in ``noisy`` and ``note``; it is never 
 from __future__ import annotations
 
 import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_validate
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC
 
 MIN_SAMPLES_PER_CLASS = 50
 # Losses of +inf (probability underflow) would break the scaler; any finite large value ranks the same.
@@ -77,10 +82,6 @@ def mia_loss_lr(
     ``auc`` (ROC-AUC), the counts used (``n_members``, ``n_nonmembers``, ``n_per_class``), the
     available counts, mean losses, ``noisy`` and a ``note``.
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold, cross_validate
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     if transform not in ("log", "raw"):
         raise ValueError(f"transform={transform!r} must be 'log' or 'raw'.")
@@ -150,7 +151,6 @@ def mia_efficacy(
     ``SVC(C=3, gamma="auto", kernel="rbf")`` is fitted on them with retain = member (1) and
     test = non-member (0). ``efficacy`` = fraction of the forget set predicted non-member.
     """
-    from sklearn.svm import SVC
 
     def matrix(outputs, name):
         x = np.stack([np.asarray(getattr(outputs, f), dtype=np.float64).reshape(-1) for f in features], axis=1)

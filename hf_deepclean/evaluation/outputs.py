@@ -7,7 +7,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from ..data import IMAGE_COLUMN, collate_fn, with_image_transform
+from ..data import IMAGE_COLUMN
+from ..images import collate_fn, model_inputs
 
 
 @dataclass
@@ -64,17 +65,12 @@ def _dataloader(dataset, image_processor, batch_size: int):
     if isinstance(dataset, torch.utils.data.DataLoader):
         return dataset
     first = dataset[0]
-    if "pixel_values" not in first:
-        if IMAGE_COLUMN not in first:
-            raise ValueError(
-                f"collect_outputs needs samples with 'pixel_values' or an '{IMAGE_COLUMN}' column; got keys {sorted(first)}."
-            )
-        if image_processor is None:
-            raise ValueError(
-                "The dataset holds raw images: pass image_processor= (e.g. AutoImageProcessor.from_pretrained(model_path)) "
-                "or a dataset already transformed to pixel_values."
-            )
-        dataset = with_image_transform(dataset, image_processor)
+    if "pixel_values" not in first and IMAGE_COLUMN not in first:
+        raise ValueError(
+            f"collect_outputs needs samples with 'pixel_values' or an '{IMAGE_COLUMN}' column; got keys {sorted(first)}."
+        )
+    if "pixel_values" not in first:  # a raw split (a lazily transformed one already yields pixel_values)
+        dataset = model_inputs(dataset, image_processor)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_fn)
 
 

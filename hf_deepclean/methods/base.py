@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-import numpy as np
+import datasets
 import torch
 from transformers import Trainer
+from transformers.trainer_callback import PrinterCallback
 
-from ..data import IMAGE_COLUMN, LABEL_COLUMN, collate_fn, labels_of, with_image_transform
+from .._compat import live_objects_frozen
 from ..config import TinyModelTrainingArguments
+from ..images import TensorImageDataset, collate_fn, model_inputs
 from ..masking import GradientMask, GradientMaskTrainerMixin
-from ..training import live_objects_frozen
 
 
 @dataclass
@@ -52,77 +53,6 @@ class UnlearningArguments(TinyModelTrainingArguments):
     disable_tqdm: bool = field(default=True, metadata={"help": "Hide the per-step progress bar."})
 
 
-class TensorImageDataset(torch.utils.data.Dataset):
-    """Transformed images held in memory: ``{"pixel_values", "label"}`` items, no per-epoch image work.
-
-    On small data (digits) the per-sample image transform costs as much as a tiny model's
-    forward-backward pass; transforming once makes every method and evaluation pass cheaper.
-    """
-
-    def __init__(self, pixel_values: torch.Tensor, labels: torch.Tensor | Sequence[int]):
-        labels = torch.as_tensor(labels, dtype=torch.long)
-        if len(pixel_values) != len(labels):
-            raise ValueError(f"{len(pixel_values)} images but {len(labels)} labels.")
-        self.pixel_values, self.labels = pixel_values, labels
-
-    @classmethod
-    def from_dataset(cls, dataset, image_processor, batch_size: int = 256) -> "TensorImageDataset":
-        """Transform a raw ``image``/``label`` split once."""
-        if isinstance(dataset, cls):
-            return dataset
-        chunks, labels = [], []
-        for start in range(0, len(dataset), batch_size):
-            batch = dataset[start : start + batch_size]
-            images = [img.convert("RGB") for img in batch[IMAGE_COLUMN]]
-            chunks.append(torch.as_tensor(image_processor(images, return_tensors="pt")["pixel_values"]))
-            labels.extend(int(v) for v in batch[LABEL_COLUMN])
-        return cls(torch.cat(chunks), labels)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index):
-        return {"pixel_values": self.pixel_values[index], LABEL_COLUMN: int(self.labels[index])}
-
-    def __getitems__(self, indices):
-        return [self[i] for i in indices]
-
-    def select(self, indices) -> "TensorImageDataset":
-        index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
-        return TensorImageDataset(self.pixel_values[index], self.labels[index])
-
-    def with_labels(self, labels) -> "TensorImageDataset":
-        return TensorImageDataset(self.pixel_values, labels)
-
-    def __repr__(self) -> str:
-        return f"TensorImageDataset({len(self)} samples, pixel_values {tuple(self.pixel_values.shape[1:])})"
-
-
-def model_inputs(dataset, processor=None):
-    """``dataset`` as one that yields ``pixel_values``: raw splits get the lazy image transform."""
-    if dataset is None or isinstance(dataset, TensorImageDataset):
-        return dataset
-    columns = getattr(dataset, "column_names", None) or []
-    if IMAGE_COLUMN in columns and "pixel_values" not in columns:
-        if processor is None:
-            raise ValueError("Raw image splits need an image processor (processor=...) to make pixel_values.")
-        return with_image_transform(dataset, processor)
-    return dataset
-
-
-def relabel_randomly(dataset, num_classes: int, seed: int = 0):
-    """``dataset`` with every label replaced by a seeded random *other* class (random-label forgetting)."""
-    if num_classes < 2:
-        raise ValueError("Random relabelling needs at least two classes.")
-    labels = labels_of(dataset)
-    offsets = np.random.default_rng(seed).integers(1, num_classes, size=len(labels))
-    new = (labels + offsets) % num_classes  # an offset in 1..C-1 never gives back the true class
-    if isinstance(dataset, TensorImageDataset):
-        return dataset.with_labels(new)
-    feature = dataset.features[LABEL_COLUMN]
-    return dataset.remove_columns(LABEL_COLUMN).add_column(LABEL_COLUMN, new.tolist()).cast_column(LABEL_COLUMN, feature)
-
-
 def training_set(splits: Mapping):
     """D, the whole training set: ``splits["train"]`` when given, else D_f followed by D_r."""
     if splits.get("train") is not None:
@@ -132,8 +62,6 @@ def training_set(splits: Mapping):
         return TensorImageDataset(
             torch.cat([forget.pixel_values, retain.pixel_values]), torch.cat([forget.labels, retain.labels])
         )
-    import datasets
-
     return datasets.concatenate_datasets([forget, retain])
 
 
@@ -195,8 +123,6 @@ def train(trainer_class, model, args, train_dataset, processor=None, **trainer_k
 
 def quiet(trainer: Trainer) -> Trainer:
     """With ``logging_strategy="no"`` also drop the end-of-training summary Trainer prints."""
-    from transformers.trainer_callback import PrinterCallback
-
     if str(getattr(trainer.args.logging_strategy, "value", trainer.args.logging_strategy)) == "no":
         trainer.remove_callback(PrinterCallback)
     return trainer
@@ -210,7 +136,7 @@ def mask_selection(mask: Mapping[str, torch.Tensor]) -> dict:
 
 
 __all__ = [
-    "MaskedTrainer", "MethodResult", "TensorImageDataset", "UnlearningArguments", "concat", "labels_of",
-    "mask_selection", "model_inputs", "num_labels", "relabel_randomly", "require_splits", "train", "training_set",
+    "MaskedTrainer", "MethodResult", "TensorImageDataset", "UnlearningArguments", "concat",
+    "mask_selection", "model_inputs", "num_labels", "require_splits", "train", "training_set",
     "with_seed",
 ]

@@ -8,6 +8,7 @@ ablations ``reset="init"``, ``reset="none"`` and the cheap ``batch`` Fisher esti
 from __future__ import annotations
 
 from ..config import DeepCleanConfig
+from ..trainer import DeepCleanTrainer
 from .base import MethodResult, model_inputs, quiet, require_splits, with_seed
 
 # Measured on the tiny digits ViT forgetting class 3: Acc_Df 0.000 / test 0.864, as the gold model.
@@ -23,8 +24,6 @@ def default_config(**overrides) -> DeepCleanConfig:
 
 
 def run(model, splits, processor=None, config: DeepCleanConfig | None = None, *, seed: int = 0) -> MethodResult:
-    from ..trainer import DeepCleanTrainer
-
     require_splits(splits, "forget", "retain")
     args = with_seed(config or default_config(), seed)
     trainer = DeepCleanTrainer(

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import FISHER_ESTIMATORS
-from ..data import collate_fn
+from ..images import collate_fn
 from ..fisher import fisher_diagonal
 from .base import MethodResult, model_inputs, require_splits
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from transformers import Trainer
 
-from .base import MethodResult, UnlearningArguments, num_labels, relabel_randomly, require_splits, train, with_seed
+from ..forget import relabel_to_wrong_classes
+from .base import MethodResult, UnlearningArguments, num_labels, require_splits, train, with_seed
 
 
 @dataclass
@@ -26,7 +27,7 @@ class RandomLabelsConfig(UnlearningArguments):
 def run(model, splits, processor=None, config: RandomLabelsConfig | None = None, *, seed: int = 0) -> MethodResult:
     require_splits(splits, "forget")
     start = time.perf_counter()
-    relabelled = relabel_randomly(splits["forget"], num_labels(model), seed=seed)
+    relabelled = relabel_to_wrong_classes(splits["forget"], num_labels(model), seed)
     model, train_time = train(Trainer, model, with_seed(config or RandomLabelsConfig(), seed), relabelled, processor)
     total = time.perf_counter() - start
     return MethodResult(model, total, {"time": {"fisher": None, "train": train_time, "total": total}})

@@ -7,31 +7,34 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from transformers import AutoModelForImageClassification, Trainer, set_seed
 
-from .base import MethodResult, UnlearningArguments, require_splits, train, with_seed
+from .._compat import model_from_config
+from ..training import TrainConfig
+from .base import MethodResult, require_splits, train, with_seed
 
 
 @dataclass
-class RetrainConfig(UnlearningArguments):
-    """Training of the gold model: the original model's training recipe, on D_r, from a fresh start.
+class RetrainConfig(TrainConfig):
+    """Training of the gold model: the original model's training recipe (:class:`~hf_deepclean.training.TrainConfig`,
+    unchanged), on D_r, from a fresh start.
 
     Args:
         base_model: Start from this checkpoint (the pretrained model the original was fine-tuned
             from); empty: a fresh random initialisation of the original's architecture.
-        num_train_epochs: Epochs (20 trains the tiny digits models, as ``hf-deepclean train`` does).
     """
 
     base_model: str | None = field(
         default=None,
         metadata={"help": "Checkpoint the original was fine-tuned from; empty: fresh init of the same architecture."},
     )
-    num_train_epochs: float = field(default=20.0, metadata={"help": "Epochs (20 suits the tiny digits models)."})
+    output_dir: str | None = field(default=None, metadata={"help": "Trainer scratch folder."})
+    logging_strategy: str = field(default="no", metadata={"help": "Logging: no, steps or epoch."})
+    disable_tqdm: bool = field(default=True, metadata={"help": "Hide the per-step progress bar."})
 
 
 def fresh_model(model: torch.nn.Module, seed: int = 0, base_model: str | None = None) -> torch.nn.Module:
     """A model of ``model``'s architecture and labels: freshly initialised, or loaded from ``base_model``."""
-    from transformers import AutoModelForImageClassification, set_seed
-
     set_seed(seed)
     config = copy.deepcopy(model.config)
     if base_model:
@@ -39,13 +42,11 @@ def fresh_model(model: torch.nn.Module, seed: int = 0, base_model: str | None = 
             base_model, num_labels=config.num_labels, id2label=config.id2label, label2id=config.label2id,
             ignore_mismatched_sizes=True,
         )
-    return type(model)._from_config(config)
+    return model_from_config(type(model), config)
 
 
 def run(model, splits, processor=None, config: RetrainConfig | None = None, *, seed: int = 0) -> MethodResult:
     """Train ``fresh_model(model)`` on D_r with ``config`` (a plain Trainer run, like the original's)."""
-    from transformers import Trainer
-
     require_splits(splits, "retain")
     args = with_seed(config or RetrainConfig(), seed)
     start = time.perf_counter()

@@ -14,11 +14,12 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ..data import collate_fn
+from ..forget import relabel_to_wrong_classes
+from ..images import collate_fn
 from ..masking import GradientMask
 from ..selection import ParameterMask, select_parameters
 from .base import (
-    MaskedTrainer, MethodResult, UnlearningArguments, concat, model_inputs, num_labels, relabel_randomly,
+    MaskedTrainer, MethodResult, UnlearningArguments, concat, model_inputs, num_labels,
     require_splits, train, with_seed,
 )
 
@@ -82,7 +83,7 @@ def run(model, splits, processor=None, config: SalUnConfig | None = None, *, see
     saliency = forget_gradient_saliency(model, model_inputs(splits["forget"], processor), batch_size=args.saliency_batch_size)
     mask = saliency_mask(saliency, args.saliency_fraction)
     saliency_time = time.perf_counter() - start
-    relabelled = relabel_randomly(splits["forget"], num_labels(model), seed=seed)
+    relabelled = relabel_to_wrong_classes(splits["forget"], num_labels(model), seed)
     data = concat(model_inputs(relabelled, processor), model_inputs(splits["retain"], processor))
     gradient_mask = GradientMask(model, mask).attach()
     try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..data import collate_fn
+from ..images import collate_fn
 from ..fisher import fisher_diagonal
 from .base import MethodResult, mask_selection, model_inputs, require_splits, training_set
 

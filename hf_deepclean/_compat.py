@@ -1,0 +1,132 @@
+"""Workarounds that lean on private or version-dependent internals of transformers, accelerate and torch.
+
+Gathered here so that a version bump is checked in one place. Each says what it works around and the versions
+it was checked against (torch 2.13.0, transformers 5.25.0, accelerate 1.16.0 unless noted).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import warnings
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+# transformers >= 5 splits image processors by backend; the PIL one needs no torchvision. Before 5, one class.
+try:
+    from transformers import ViTImageProcessorPil as PilViTImageProcessor  # noqa: F401 - re-exported
+except ImportError:  # transformers < 5
+    pass
+
+# torch keeps the common base classes of the BatchNorm / InstanceNorm layers private (torch.nn.modules.batchnorm).
+BATCH_NORM_TYPES: tuple[type, ...] = (torch.nn.modules.batchnorm._BatchNorm,)
+NORMALIZATION_TYPES: tuple[type, ...] = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._NormBase)
+
+# The multi-tensor kernels the masking uses (torch._foreach_*: private, stable since torch 1.x, checked on 2.13).
+foreach_mul_ = torch._foreach_mul_
+foreach_add_ = torch._foreach_add_
+
+
+def model_from_config(model_class: type, config):
+    """A freshly initialised ``model_class`` from ``config``: transformers' ``_from_config``, which (unlike
+    ``from_config`` on the Auto classes) builds the exact class of an existing model, e.g. one unwrapped from FSDP2."""
+    return model_class._from_config(config)
+
+
+def can_build_from_config(model_class: type) -> bool:
+    return hasattr(model_class, "_from_config")
+
+
+def attention_implementation(model) -> str | None:
+    """The attention kernel a transformers model runs (``config._attn_implementation``: private, no public getter)."""
+    return getattr(getattr(model, "config", None), "_attn_implementation", None)
+
+
+@contextlib.contextmanager
+def eager_attention(model):
+    """Switch a transformers model to eager attention while the body runs.
+
+    SDPA has no vmap batching rule on CPU: vmap over per-sample gradients would silently loop over the samples.
+    """
+    previous = attention_implementation(model)
+    switched = False
+    if previous not in (None, "eager") and hasattr(model, "set_attn_implementation"):
+        try:
+            model.set_attn_implementation("eager")
+            switched = True
+        except Exception as err:  # noqa: BLE001 - models that cannot switch keep their attention
+            logger.debug("could not switch %s to eager attention: %s", type(model).__name__, err)
+    try:
+        yield
+    finally:
+        if switched:
+            model.set_attn_implementation(previous)
+
+
+def is_prepared_by_accelerate(loader) -> bool:
+    """Whether ``loader`` came out of ``accelerator.prepare`` (accelerate marks it with a private attribute)."""
+    return bool(getattr(loader, "_is_accelerate_prepared", False))
+
+
+@contextlib.contextmanager
+def live_objects_frozen():
+    """Keep objects alive now out of the garbage collector's scans while the body runs.
+
+    Trainer.train() starts with accelerate's free_memory(), a full gc.collect() over every object the
+    process holds: 0.2 s on this machine, most of a short unlearning run. Objects alive before the run
+    are not garbage, so leaving them out of that scan changes nothing but the time.
+    """
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
+@contextlib.contextmanager
+def fsdp2_wrappable(model):
+    """Let accelerate's FSDP2 wrapping run on image classifiers; a no-op for ``model=None``.
+
+    accelerate shards ``model.get_input_embeddings()`` as a unit of its own. transformers raises
+    NotImplementedError there for convolutional backbones (ResNet, ConvNeXt ...), and a ViT's patch
+    embeddings sit inside ViTEmbeddings, a block accelerate has already sharded, which fully_shard then
+    rejects. In both cases the module is sharded with its parent anyway, so while Trainer wraps the
+    model this instance answers None. Checked on accelerate 1.15 / transformers 5.24 (an H200) and 1.16 / 5.25.
+    """
+    if model is None or not _input_embeddings_break_fsdp2_wrapping(model):
+        yield
+        return
+    model.get_input_embeddings = lambda: None
+    try:
+        yield
+    finally:
+        del model.get_input_embeddings
+
+
+def _input_embeddings_break_fsdp2_wrapping(model) -> bool:
+    try:
+        embeddings = model.get_input_embeddings()
+    except NotImplementedError:
+        return True
+    if embeddings is None:
+        return False
+    blocks = set(getattr(model, "_no_split_modules", None) or ())
+    return any(
+        type(module).__name__ in blocks and module is not embeddings and any(m is embeddings for m in module.modules())
+        for module in model.modules()
+    )
+
+
+@contextlib.contextmanager
+def quiet_vmap_fallback_warnings():
+    """Silence torch's "There is a performance drop because we have not yet implemented the batching rule" warning.
+
+    It fires on every per-sample Fisher pass over ops without a vmap rule (Swin's roll, for one); the result is
+    exact, only slower, and the message means nothing to a user of the CLI.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*performance drop because we have not yet implemented the batching rule.*")
+        yield

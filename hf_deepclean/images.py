@@ -1,0 +1,124 @@
+"""Images to model inputs: the image processor, the one raw-image -> ``pixel_values`` transform, collation.
+
+Every consumer (the Fisher pass, DeepClean's fine-tune, the baselines, the evaluation, the benchmark) turns the
+canonical ``image``/``label`` splits of :mod:`hf_deepclean.data` into tensors through :func:`model_inputs` (lazily,
+per batch) or :class:`TensorImageDataset` (once, in memory), both built on :func:`pixel_values`, and batches them
+with :func:`collate_fn`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from transformers import AutoImageProcessor
+
+from ._compat import PilViTImageProcessor
+from .data import IMAGE_COLUMN, LABEL_COLUMN
+
+logger = logging.getLogger(__name__)
+
+
+def load_image_processor(model_name_or_path: str | None, image_size: int = 16):
+    """The model's image processor, or a plain resize+normalise one for models built from a config."""
+    if model_name_or_path:
+        try:
+            return AutoImageProcessor.from_pretrained(model_name_or_path, backend="pil")
+        except (OSError, ValueError):
+            logger.warning("No image processor found at %s; using a %dx%d resize + normalise.", model_name_or_path,
+                           image_size, image_size)
+    return PilViTImageProcessor(
+        size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3, do_rescale=True
+    )
+
+
+def pixel_values(images: Sequence, image_processor) -> torch.Tensor:
+    """Raw PIL images (any mode) -> the processor's ``pixel_values`` tensor: the package's one image transform."""
+    return torch.as_tensor(image_processor([img.convert("RGB") for img in images], return_tensors="pt")["pixel_values"])
+
+
+def with_image_transform(dataset, image_processor):
+    """Lazily turn ``image`` into ``pixel_values`` (keeps ``label``; needs ``remove_unused_columns=False``)."""
+
+    def transform(batch: dict) -> dict:
+        return {"pixel_values": pixel_values(batch[IMAGE_COLUMN], image_processor), LABEL_COLUMN: batch[LABEL_COLUMN]}
+
+    return dataset.with_transform(transform)
+
+
+def model_inputs(dataset, image_processor=None):
+    """``dataset`` as one that yields ``pixel_values``: raw ``image`` splits get the lazy transform, others pass."""
+    if dataset is None or isinstance(dataset, (TensorImageDataset, Mapping, torch.utils.data.DataLoader)):
+        return dataset
+    columns = getattr(dataset, "column_names", None) or []
+    if IMAGE_COLUMN in columns and "pixel_values" not in columns:
+        if image_processor is None:
+            raise ValueError("The split holds raw images: pass an image processor (processing_class= for the trainer, "
+                             "image_processor= elsewhere, e.g. AutoImageProcessor.from_pretrained(model_path)) or a "
+                             "dataset already transformed to pixel_values.")
+        return with_image_transform(dataset, image_processor)
+    return dataset
+
+
+def collate_fn(examples: Sequence[Mapping]) -> dict[str, torch.Tensor]:
+    """Stack transformed examples (``pixel_values`` and ``label`` or ``labels``) into a ``pixel_values``/``labels``
+    batch: the one collation of the Trainer runs, the Fisher pass and the evaluation."""
+    try:
+        pixels = torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples])
+        labels = torch.tensor([int(e[LABEL_COLUMN] if LABEL_COLUMN in e else e["labels"]) for e in examples],
+                              dtype=torch.long)
+    except KeyError:
+        raise ValueError(f"Examples need 'pixel_values' and 'label' (or 'labels'), got keys {sorted(examples[0])}; "
+                         "apply the image transform first (model_inputs) or pass a collate_fn.") from None
+    return {"pixel_values": pixels, "labels": labels}
+
+
+class TensorImageDataset(torch.utils.data.Dataset):
+    """Transformed images held in memory: ``{"pixel_values", "label"}`` items, no per-epoch image work.
+
+    On small data (digits) the per-sample image transform costs as much as a tiny model's
+    forward-backward pass; transforming once makes every method and evaluation pass cheaper.
+    """
+
+    def __init__(self, pixel_values: torch.Tensor, labels: torch.Tensor | Sequence[int]):
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if len(pixel_values) != len(labels):
+            raise ValueError(f"{len(pixel_values)} images but {len(labels)} labels.")
+        self.pixel_values, self.labels = pixel_values, labels
+
+    @classmethod
+    def from_dataset(cls, dataset, image_processor, batch_size: int = 256) -> TensorImageDataset:
+        """Transform a raw ``image``/``label`` split once."""
+        if isinstance(dataset, cls):
+            return dataset
+        chunks, labels = [], []
+        for start in range(0, len(dataset), batch_size):
+            batch = dataset[start : start + batch_size]
+            chunks.append(pixel_values(batch[IMAGE_COLUMN], image_processor))
+            labels.extend(int(v) for v in batch[LABEL_COLUMN])
+        return cls(torch.cat(chunks), labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index):
+        return {"pixel_values": self.pixel_values[index], LABEL_COLUMN: int(self.labels[index])}
+
+    def __getitems__(self, indices):
+        return [self[i] for i in indices]
+
+    def select(self, indices) -> TensorImageDataset:
+        index = torch.as_tensor(np.asarray(indices, dtype=np.int64))
+        return TensorImageDataset(self.pixel_values[index], self.labels[index])
+
+    def with_labels(self, labels) -> TensorImageDataset:
+        return TensorImageDataset(self.pixel_values, labels)
+
+    def __repr__(self) -> str:
+        return f"TensorImageDataset({len(self)} samples, pixel_values {tuple(self.pixel_values.shape[1:])})"
+
+
+__all__ = ["TensorImageDataset", "collate_fn", "load_image_processor", "model_inputs", "pixel_values",
+           "with_image_transform"]
