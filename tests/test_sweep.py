@@ -325,3 +325,29 @@ def test_auto_stops_after_a_collapse_and_ends_with_the_closest_attempt(tmp_path,
                      forget_dataset=m.forget, processing_class=m.processor, fisher_forget=ff, fisher_retain=fr).unlearn()
     direct = direct_model.state_dict()
     assert all(torch.equal(value, direct[name]) for name, value in model.state_dict().items())
+
+
+@pytest.mark.slow
+def test_sweep_and_unlearn_select_the_same_weights_for_the_same_settings(tmp_path):
+    """One selection builder (selection.select_for_config) for both commands: the exclude list, norm_policy
+    exclude and ratio_eps apply to sweep's candidates as to unlearn's mask (sweep used to ignore them)."""
+    import json
+
+    from hf_deepclean.cli import main
+    from hf_deepclean.masking import normalization_parameter_names
+    from hf_deepclean.selection import ParameterMask
+
+    m = trained_models()
+    common = ["--model_name_or_path", str(m.original_dir), "--forget_labels", "3", "--norm_policy", "exclude",
+              "--exclude_parameters", "classifier*", "--fisher_max_samples", "200", "--ratio_eps", "1e-10",
+              "--seed", "0", "--disable_tqdm", "true"]
+    assert main(["sweep", *common, "--fractions", "0.05", "--output_dir", str(tmp_path / "sweep")]) == 0
+    assert main(["unlearn", *common, "--top_fraction", "0.05", "--max_steps", "1", "--evaluate_original", "false",
+                 "--output_dir", str(tmp_path / "unlearn")]) == 0
+    (row,) = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["rows"]
+    mask = ParameterMask.load(tmp_path / "unlearn" / "_parameter_mask.safetensors")
+    assert row["num_selected"] == mask.num_selected > 0
+    assert row["threshold_effective"] == pytest.approx(mask.threshold, rel=1e-6)
+    # and what both exclude is never selected
+    names = set(normalization_parameter_names(m.original)) | {n for n in mask if n.startswith("classifier")}
+    assert names and not any(bool(mask[n].any()) for n in names)

@@ -90,3 +90,50 @@ def test_run_image_classification_flag_aliases(tmp_path):
     (data,) = parse_arguments((DataArguments,), ["--image_column_name", "img", "--label_column_name", "fine_label",
                                                  "--train_val_split", "0.2"])
     assert (data.image_column, data.label_column, data.train_val_split) == ("img", "fine_label", 0.2)
+
+
+class _RecordingTrainer:
+    """Stands in for training.train_classifier: records (training samples, recipe) and trains nothing."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, model, train_dataset, eval_dataset, args, image_processor, **kwargs):
+        from hf_deepclean.training import TrainResult, recipe_of
+
+        self.calls.append((len(train_dataset), recipe_of(args)))
+        return TrainResult(model=model, metrics={"eval_accuracy": 0.0}, time_s=0.0)
+
+
+def test_original_and_gold_get_one_recipe_at_every_entry_point(tmp_path, monkeypatch):
+    """The gold model is the original's training run on D_r: the same arguments, except the data."""
+    from hf_deepclean.arguments import DataArguments, ForgetArguments, ModelArguments
+    from hf_deepclean.commands import demo, train
+    from hf_deepclean.commands.common import load_run_data
+    from hf_deepclean.methods.retrain import RetrainConfig
+    from hf_deepclean.training import REPORTING_FIELDS, recipe_of
+
+    # hf-deepclean train, with and without --gold
+    cli = _RecordingTrainer()
+    monkeypatch.setattr(train, "train_classifier", cli)
+    flags = ["--forget_labels", "3", "--seed", "3", "--num_train_epochs", "2"]
+    assert main(["train", *flags, "--output_dir", str(tmp_path / "original")]) == 0
+    assert main(["train", *flags, "--gold", "--output_dir", str(tmp_path / "gold")]) == 0
+    (n_original, original), (n_gold, gold) = cli.calls
+    assert original == gold and n_gold < n_original
+    assert original["num_train_epochs"] == 2 and original["seed"] == 3
+
+    # the demo's original and gold
+    recorded = _RecordingTrainer()
+    monkeypatch.setattr(demo, "train_classifier", recorded)
+    data = load_run_data(DataArguments(), ForgetArguments(forget_labels=["3"]))
+    for role, dataset in (("original", data.train), ("gold", data.retain)):
+        demo._train_cached(tmp_path / "demo" / role, data, ModelArguments(), dataset, seed=0)
+    (n_original, original), (n_gold, gold) = recorded.calls
+    assert original == gold and n_gold < n_original
+
+    # the retrain baseline trains with the same defaults as `train`, which the demo uses
+    retrain = recipe_of(RetrainConfig(output_dir="x"))
+    assert retrain.pop("base_model") is None and retrain == recipe_of(TrainConfig(output_dir="x"))
+    assert original == recipe_of(TrainConfig(output_dir="x", seed=0, use_cpu=not torch.cuda.is_available()))
+    assert "output_dir" in REPORTING_FIELDS and "learning_rate" not in REPORTING_FIELDS
