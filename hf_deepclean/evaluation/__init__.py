@@ -9,6 +9,7 @@
 """
 
 from .core import evaluate_unlearning, metrics_from_outputs, seeded_subset
+from .forgetting_quality import ForgettingQuality, forgetting_quality, logit_scaled_confidence
 from .intervals import accuracy_delta_intervals, paired_bootstrap_interval
 from .mia import mia_efficacy, mia_loss_lr
 from .outputs import SplitOutputs, collect_outputs
@@ -27,6 +28,7 @@ def __getattr__(name):
 
 __all__ = [
     "AccuracyMetric",
+    "ForgettingQuality",
     "MIALossMetric",
     "REPORT_JSON",
     "REPORT_MARKDOWN",
@@ -35,6 +37,8 @@ __all__ = [
     "accuracy_delta_intervals",
     "collect_outputs",
     "evaluate_unlearning",
+    "forgetting_quality",
+    "logit_scaled_confidence",
     "metrics_from_outputs",
     "mia_efficacy",
     "mia_loss_lr",
