@@ -98,6 +98,12 @@ class DataArguments:
         metadata={"help": "Seed of the train/test split and carving (kept apart from --seed so every command sees the same split)."},
     )
 
+    def describe(self) -> str:
+        """The data's name for reports and model cards: the Hub name or path given, the image folder, or digits."""
+        if self.train_dir:
+            return self.train_dir
+        return self.dataset_name or "digits"
+
     def load(self):
         return load_image_dataset(
             self.dataset_name,
@@ -126,6 +132,7 @@ class ForgetArguments:
         noisy_fraction: Corrupt this fraction of training labels, train on them, then forget exactly those.
         forget_seed: Seed of the random and noisy-label selections.
         stratified: Keep class proportions in ``forget_fraction``.
+        ignore_missing_ids: Forget the ids that are in the data and only count the others.
     """
 
     forget_labels: list[str] | None = field(default=None, metadata={"help": "Classes to forget (ids or names)."})
@@ -140,6 +147,10 @@ class ForgetArguments:
     )
     forget_seed: int = field(default=0, metadata={"help": "Seed of the random and noisy-label selections."})
     stratified: bool = field(default=False, metadata={"help": "Keep class proportions in --forget_fraction."})
+    ignore_missing_ids: bool = field(
+        default=False, metadata={"help": "Forget the ids of --forget_ids_file that are in the data; only count the "
+                                 "others (by default a request with missing ids is refused)."}
+    )
 
     def is_given(self) -> bool:
         return any(
@@ -165,6 +176,7 @@ class ForgetArguments:
             noisy_fraction=self.noisy_fraction,
             seed=self.forget_seed,
             stratified=self.stratified,
+            ignore_missing_ids=self.ignore_missing_ids,
         )
 
 
@@ -228,19 +240,26 @@ def parse_arguments(dataclass_types, argv: list[str], *, prog: str | None = None
         config_path = argv[i + 1]
         del argv[i : i + 2]
         argv = yaml_to_argv(config_path, known_option_names(dataclass_types)) + argv
-    parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
+    # allow_abbrev=False: argparse would take --num_train_epoch for --num_train_epochs without a word.
+    parser = HfArgumentParser(dataclass_types, prog=prog, description=description, allow_abbrev=False)
     parser.add_argument("--config", help="YAML file of option: value pairs; flags given on the command line win.")
-    with fields_set_on_command_line(option_fields_in(argv, dataclass_types)):
-        parsed = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
-    *instances, remaining = parsed
-    # --config comes back as an extra namespace; anything unknown is an error.
-    instances = [x for x in instances if hasattr(x, "__dataclass_fields__")]
+    # Unknown flags first: building the dataclasses validates them, and a typo'd --top_fracton would otherwise
+    # surface as "pass exactly one of threshold and top_fraction", which never names it.
+    _, remaining = parser.parse_known_args(argv)
     if remaining:
-        known = known_option_names(dataclass_types)
-        hints = []
-        for token in remaining:
-            if token.startswith("--"):
-                match = difflib.get_close_matches(token[2:], known, 1)
-                hints.append(f"{token} (did you mean --{match[0]}?)" if match else token)
-        raise ConfigError(f"Unknown arguments: {', '.join(hints) or ' '.join(remaining)}. See --help.")
-    return instances
+        raise ConfigError(f"Unknown arguments: {unknown_argument_hints(remaining, known_option_names(dataclass_types))}. "
+                          "See --help.")
+    with fields_set_on_command_line(option_fields_in(argv, dataclass_types)):
+        parsed = parser.parse_args_into_dataclasses(args=argv)
+    # --config comes back as an extra namespace
+    return [x for x in parsed if hasattr(x, "__dataclass_fields__")]
+
+
+def unknown_argument_hints(remaining: list[str], known: set[str]) -> str:
+    """``--top_fracton (did you mean --top_fraction?)`` for each unknown flag; stray values as they are."""
+    hints = []
+    for token in remaining:
+        if token.startswith("--"):
+            match = difflib.get_close_matches(token[2:].split("=", 1)[0], known, 1)
+            hints.append(f"{token} (did you mean --{match[0]}?)" if match else token)
+    return ", ".join(hints) or " ".join(remaining)

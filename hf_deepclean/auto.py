@@ -336,3 +336,17 @@ class AutoTopFraction:
             return None
         closest = min(usable, key=lambda a: (a["measure"], a["top_fraction"]))
         return None if closest is attempts[-1] else closest["top_fraction"]
+
+
+def describe_auto(auto: dict, validation_source: str) -> str:
+    """What ``top_fraction=auto`` did, for the report and the model card."""
+    tried = "; ".join(f"{a['top_fraction']:g}: {a['reason']}" for a in auto.get("attempts", []))
+    if auto.get("verified"):
+        verdict = "verified after the fine-tune"
+    elif auto.get("refit") is not None:
+        verdict = ("NOT verified: no fine-tuned model met the criterion; this is the attempt closest to it that did "
+                   "not collapse or lose accuracy, fine-tuned again")
+    else:
+        verdict = "NOT verified: the last fine-tuned model still fails the criterion"
+    return (f"top_fraction=auto ({auto['kind']} forgetting) chose {auto['chosen']:g}, {verdict}. First choice: "
+            f"{auto['reason'].rstrip('.')}. Fine-tuned: {tried or 'none'}. Validation: {validation_source.rstrip('.')}.")

@@ -96,3 +96,16 @@ def _trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     state = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
     state.update({name: b.detach().clone() for name, b in model.named_buffers()})
     return state
+
+
+def describe_budget(stats: dict, args, validation_source: str | None) -> str:
+    """What the no-gold budget rule (budget.py) did, for the report and the model card.
+
+    ``validation_source`` None: the split was described already (auto's note), so it is not repeated.
+    """
+    how = (f"stopped after epoch {stats['early_stopping_epochs_run']:g}" if stats["early_stopping_stopped_early"]
+           else f"ran the whole {args.num_train_epochs:g} epochs")
+    return (f"Fine-tune budget: at most {args.num_train_epochs:g} epochs with early stopping (patience "
+            f"{args.early_stopping_patience}); {how} and kept epoch {stats['early_stopping_best_epoch']:g}, the best "
+            f"{stats['early_stopping_metric']} ({stats['early_stopping_best_value']:.4f}). Validation: "
+            f"{validation_source.rstrip('.') if validation_source else 'the same split as top_fraction=auto'}.")

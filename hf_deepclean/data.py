@@ -151,7 +151,7 @@ def _load_named_dataset(name: str, config: str | None, cache_dir: str | None):
                 f"Cannot read dataset {name!r} ({type(exc).__name__}: {reason}); it may be empty or damaged. "
                 "Pass a save_to_disk folder, parquet file(s) or an image folder (class_name/image.png) with samples."
             ) from exc
-    if _looks_like_local_path(name):
+    if looks_like_local_path(name):
         raise DataError(
             f"Dataset path {name!r} does not exist. Pass an existing save_to_disk folder, parquet file or image folder, "
             "or omit --dataset_name to use the built-in digits."
@@ -179,7 +179,8 @@ def _load_local_dataset(path: Path, cache_dir: str | None):
     return datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache_dir)
 
 
-def _looks_like_local_path(name: str) -> bool:
+def looks_like_local_path(name: str) -> bool:
+    """True for a name that can only be a local path (a Hub id is ``name`` or ``owner/name``)."""
     # Hub ids are "name" or "owner/name"; anything else that is missing is a mistyped local path.
     return (
         name.startswith(("/", "./", "../", "~", ".\\"))

@@ -7,6 +7,7 @@ and leaves at least one, or stops with a :class:`~hf_deepclean.errors.DataError`
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 
 from .data import LABEL_COLUMN, class_names, labels_of
 from .errors import DataError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,6 +32,9 @@ class ForgetSpec:
     - ``ids`` with ``id_column``: values of an id column, e.g. the sample ids of a deletion request.
     - ``noisy_fraction``: relabel a seeded fraction of the samples to a wrong class; exactly those
       mislabeled samples form the forget set (train the original on :func:`apply_label_noise` output).
+
+    ``ignore_missing_ids``: forget the ids that are in the data and warn with the count of the others instead of
+    refusing the request; the ids themselves are never printed, being what the request wants gone.
     """
 
     labels: list[int | str] | None = None
@@ -39,6 +45,7 @@ class ForgetSpec:
     noisy_fraction: float | None = None
     seed: int = 0
     stratified: bool = False
+    ignore_missing_ids: bool = False
 
     def __post_init__(self):
         given = [k for k in ("labels", "fraction", "indices", "ids", "noisy_fraction") if getattr(self, k) is not None]
@@ -132,13 +139,17 @@ def forget_indices(dataset, spec: ForgetSpec) -> np.ndarray:
         position = {}
         for i, value in enumerate(column):
             position.setdefault(value, []).append(i)
-        missing = sorted(wanted - position.keys())
-        if missing:
+        missing = wanted - position.keys()
+        if missing and not spec.ignore_missing_ids:
             raise DataError(
-                f"{len(missing)} of {len(wanted)} forget ids were not found in column {spec.id_column!r}, "
-                f"e.g. {missing[:3]}. Check the ids file and --id_column."
+                f"{len(missing)} of {len(wanted)} forget ids were not found in column {spec.id_column!r} (not printed: "
+                "they are what the request wants gone). Check the ids file and --id_column, or pass "
+                "--ignore_missing_ids to forget the ones that are there."
             )
-        idx = np.asarray([i for v in wanted for i in position[v]], dtype=np.int64)
+        if missing:
+            logger.warning("%d of %d forget ids are not in column %r; forgetting the other %d (--ignore_missing_ids).",
+                           len(missing), len(wanted), spec.id_column, len(wanted) - len(missing))
+        idx = np.asarray([i for v in wanted - missing for i in position[v]], dtype=np.int64)
     idx = np.unique(idx)
     if len(idx) == 0:
         raise DataError(

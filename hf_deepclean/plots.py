@@ -52,11 +52,14 @@ def plot_ratio_histogram(
     eps: float = DEFAULT_EPS,
     ratios: Mapping[str, torch.Tensor] | None = None,
     bins: int = 80,
+    num_selected: int | None = None,
 ) -> Path:
     """Histogram of ``r = I_forget / (I_retain + eps)`` over all weights (log x and y) with gamma marked.
 
     Pass the two Fisher dicts, or ``None, None`` and precomputed ``ratios=``. Ratios of exactly 0
-    cannot sit on a log axis: their count is given in the title.
+    cannot sit on a log axis: their count is given in the title. ``num_selected``: the selection's own count
+    for the legend (a top-fraction cut also takes the weights equal to gamma, so ``r > gamma`` would miss them);
+    without it, the weights with ``r > gamma``.
     """
     if ratios is None:
         if fisher_forget is None or fisher_retain is None:
@@ -76,7 +79,7 @@ def plot_ratio_histogram(
         ax.set_xscale("log")
         ax.set_yscale("log")
     if threshold is not None and threshold > 0:
-        selected = int((flat > threshold).sum())
+        selected = int((flat > threshold).sum()) if num_selected is None else int(num_selected)
         ax.axvline(threshold, color="tab:red", linestyle="--",
                    label=f"gamma = {threshold:.3g}: {selected} weights ({selected / flat.numel():.2%}) selected")
         ax.legend(loc="upper right", fontsize=8)
@@ -122,12 +125,13 @@ def plot_metric_bars(report, path) -> Path:
 
 
 def save_plots(output_dir, *, report=None, fisher_forget=None, fisher_retain=None, threshold=None,
-               eps: float = DEFAULT_EPS) -> list[Path]:
+               eps: float = DEFAULT_EPS, num_selected: int | None = None) -> list[Path]:
     """Write every plot the inputs allow into ``output_dir``; returns the written paths."""
     out = Path(output_dir)
     written = []
     if fisher_forget is not None and fisher_retain is not None:
-        written.append(plot_ratio_histogram(fisher_forget, fisher_retain, threshold, out / "fisher_ratio_histogram.png", eps=eps))
+        written.append(plot_ratio_histogram(fisher_forget, fisher_retain, threshold, out / "fisher_ratio_histogram.png",
+                                            eps=eps, num_selected=num_selected))
         written.append(plot_fraction_vs_threshold(fisher_forget, fisher_retain, out / "fraction_vs_threshold.png", eps=eps))
     if report is not None:
         written.append(plot_metric_bars(report, out / "metrics_comparison.png"))

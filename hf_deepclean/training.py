@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,9 +21,10 @@ from transformers import AutoConfig, AutoModelForImageClassification, Trainer, s
 
 from ._compat import live_objects_frozen
 from .config import TinyModelTrainingArguments
-from .data import class_names, label_maps
+from .data import class_names, label_maps, looks_like_local_path
 from .errors import ModelError
 from .images import collate_fn, with_image_transform
+from .outputs import require_complete
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,31 @@ def tiny_model_config(architecture: str, num_labels: int, image_size: int = 16):
         return tf.SwinConfig(image_size=image_size, patch_size=2, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
                              window_size=4, **common)
     raise ModelError(f"Unknown architecture {architecture!r}; choose one of {list(ARCHITECTURES)}.")
+
+
+def check_model_folder(path: str | None, flag: str = "--model_name_or_path") -> None:
+    """One-line errors for a model path that cannot be a checkpoint, before anything is loaded: a local folder
+    that does not exist (also an ``owner/name`` that is not a folder, while the Hub is offline), a file, a folder
+    without ``config.json`` or without weights, or the folder of a run that did not finish."""
+    if not path:
+        return
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false")
+        if looks_like_local_path(str(path)) or offline:
+            where = " (HF_HUB_OFFLINE is set, so it is not looked up on the Hub)" if offline else ""
+            raise ModelError(f"{flag} {path}: no such folder{where}. Pass the folder a trained model was saved to "
+                             "(hf-deepclean train --output_dir writes one) or a Hub model id.")
+        return  # a Hub id: from_pretrained says what went wrong
+    if not folder.is_dir():
+        raise ModelError(f"{flag} {path} is a file; pass the folder save_pretrained wrote (config.json and weights).")
+    require_complete(folder)
+    if not (folder / "config.json").is_file():
+        raise ModelError(f"{flag} {path} holds no config.json, so it is not a saved model: pass the folder "
+                         "save_pretrained wrote (hf-deepclean train --output_dir writes one).")
+    if not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+        raise ModelError(f"{flag} {path} holds a config.json but no weights (model.safetensors): the save did not "
+                         "finish or the weights were moved; save the model again with save_pretrained.")
 
 
 def load_classifier(
@@ -76,6 +103,7 @@ def load_classifier(
         config.update({k: v for k, v in labels.items() if k != "num_labels"})
         return AutoModelForImageClassification.from_config(config)
 
+    check_model_folder(model_name_or_path)
     path = Path(model_name_or_path)
     if path.is_dir() and not allow_pickle and not any(path.glob("*.safetensors")) and any(path.glob("*.bin")):
         raise ModelError(
@@ -243,6 +271,6 @@ def num_classes(dataset) -> int:
 
 __all__ = [
     "ARCHITECTURES", "REPORTING_FIELDS", "ModelError", "TrainConfig", "TrainResult", "accuracy_metrics", "recipe_of",
-    "load_classifier", "num_classes", "read_train_summary", "save_classifier", "save_trained", "tiny_model_config",
+    "check_model_folder", "load_classifier", "num_classes", "read_train_summary", "save_classifier", "save_trained", "tiny_model_config",
     "train_classifier",
 ]

@@ -100,6 +100,10 @@ def ws(tmp_path_factory, digits, image_processor):
     (ns.pickled / "model.safetensors").unlink()
     torch.save(state, ns.pickled / "pytorch_model.bin")
 
+    ns.config_only = root / "config_only"
+    ns.config_only.mkdir()
+    shutil.copy(ns.model / "config.json", ns.config_only / "config.json")
+
     ns.unfinished = root / "unfinished"
     shutil.copytree(ns.model, ns.unfinished)
     (ns.unfinished / INCOMPLETE_MARKER).write_text("killed\n")
@@ -171,7 +175,7 @@ BAD_INPUTS = {
     "ids_not_found": (
         lambda ws, tmp: {"dataset_name": ws.custom, "model_name_or_path": ws.model4, "forget_labels": None,
                          "forget_ids_file": ws.ids_unknown, "id_column": "sample_id"},
-        ["NO-SUCH-ID-42", "'sample_id'", "ids file"],
+        ["1 of 2 forget ids", "'sample_id'", "ids file", "--ignore_missing_ids"],
     ),
     "ids_file_missing": (
         lambda ws, tmp: {"forget_labels": None, "forget_ids_file": tmp / "request.txt", "id_column": "sample_id"},
@@ -198,6 +202,19 @@ BAD_INPUTS = {
     "output_is_input_model": (lambda ws, tmp: {"output_dir": ws.model}, ["input model folder", "never overwritten"]),
     "non_empty_output": (lambda ws, tmp: {"output_dir": tmp / "taken"}, ["taken", "not empty", "--overwrite_output_dir"]),
     "unknown_flag": (lambda ws, tmp: {"top_fractoin": "0.1"}, ["--top_fractoin", "did you mean --top_fraction"]),
+    # issue 23: a typo'd selection flag is named (it used to read "pass exactly one of threshold and top_fraction"),
+    # and a prefix is not taken for the flag it starts (argparse's abbreviations)
+    "unknown_flag_instead_of_the_selection": (lambda ws, tmp: {"top_fraction": None, "top_fracton": "0.2"},
+                                              ["--top_fracton", "did you mean --top_fraction"]),
+    "abbreviated_flag": (lambda ws, tmp: {"top_fraction": None, "top_frac": "0.2"},
+                         ["--top_frac", "did you mean --top_fraction"]),
+    "nothing_to_forget": (lambda ws, tmp: {"forget_labels": None}, ["needs to know what to forget", "--forget_labels"]),
+    "model_folder_missing": (lambda ws, tmp: {"model_name_or_path": tmp / "no_model"}, ["no_model", "no such folder"]),
+    "model_folder_without_weights": (lambda ws, tmp: {"model_name_or_path": ws.config_only},
+                                     ["config_only", "no weights"]),
+    "model_folder_without_config": (lambda ws, tmp: {"model_name_or_path": tmp / "taken"},
+                                    ["taken", "no config.json"]),
+    "gold_model_missing": (lambda ws, tmp: {"gold_model": tmp / "no_gold"}, ["--gold_model", "no_gold", "no such folder"]),
     "yaml_unknown_key": (
         lambda ws, tmp: {"forget_labels": None, "config": ws.bad_yaml},
         ["bad.yaml", "top_fractoin", "did you mean top_fraction"],
@@ -229,6 +246,20 @@ def test_bad_input_is_one_clear_line_and_leaves_nothing(case, ws, tmp_path, caps
     assert (_digest(out) == before) if before is not None else not out.exists()
     assert _digest(ws.model) == model_before
     assert not ws.sentinel.exists()
+
+
+def test_missing_ids_are_counted_never_echoed_and_can_be_ignored(ws, tmp_path, capsys):
+    flags = {"dataset_name": ws.custom, "model_name_or_path": ws.model4, "forget_labels": None,
+             "forget_ids_file": ws.ids_unknown, "id_column": "sample_id", "plots": "false"}
+    assert main(_argv(tmp_path / "refused", ws, **flags)) == 2
+    captured = capsys.readouterr()
+    assert "NO-SUCH-ID-42" not in captured.err + captured.out
+    assert main(_argv(tmp_path / "out", ws, **flags) + ["--ignore_missing_ids", "true"]) == 0
+    captured = capsys.readouterr()
+    assert "NO-SUCH-ID-42" not in captured.err + captured.out
+    report = json.loads((tmp_path / "out" / "unlearning_report.json").read_text())
+    assert report["forget"]["size"] == 1
+    assert report["forget"]["ids_requested"] == 2 and report["forget"]["ids_missing"] == 1
 
 
 def test_debug_shows_the_traceback(ws, tmp_path):
@@ -426,8 +457,10 @@ def test_unlearn_run_writes_no_forget_ids_or_file_names(ws, tmp_path, capsys):
     assert (out / "README.md") in written and (out / "unlearning_report.json") in written
     assert any("checkpoint-" in str(p) for p in written)
     secrets = [*forgotten, ID_PREFIX, request.name, request.stem]
+    charts = {"fisher_ratio_histogram.png", "fraction_vs_threshold.png", "metrics_comparison.png"}
     for path in written:
-        assert path.suffix.lower() not in (".png", ".jpg", ".jpeg"), path
+        # no image of a sample: the only pictures are the charts of the plots
+        assert path.suffix.lower() not in (".png", ".jpg", ".jpeg") or path.relative_to(out).name in charts, path
         content = path.read_bytes()
         for secret in secrets:
             assert secret.encode() not in content, f"{secret!r} leaked into {path.relative_to(out)}"
@@ -460,7 +493,7 @@ def test_unlearn_auto_records_its_criterion_and_attempts(ws, tmp_path, capsys, c
 
 
 def test_the_budget_note_names_the_validation_split_once_when_auto_already_did():
-    from hf_deepclean.commands.unlearn import early_stopping_note
+    from hf_deepclean.budget import describe_budget as early_stopping_note
 
     stats = {"early_stopping_stopped_early": True, "early_stopping_epochs_run": 5, "early_stopping_best_epoch": 3,
              "early_stopping_metric": "eval_loss", "early_stopping_best_value": 0.25}

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments
 from ..data import label_maps
+from ..errors import DataError
+from ..forget import ForgetSpec, apply_label_noise, forget_indices, split_forget_retain
+from ..hub import forget_fingerprint
 from ..images import load_image_processor
-from ..forget import ForgetSpec, apply_label_noise, split_forget_retain
-from ..outputs import require_complete
-from ..training import load_classifier, num_classes
+from ..training import check_model_folder, load_classifier, num_classes
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,6 @@ def load_run_data(data_args: DataArguments, forget_args: ForgetArguments | None,
 
 def load_model_for(data: RunData, model_args: ModelArguments, path: str | None = None, seed: int = 0):
     path = path if path is not None else model_args.model_name_or_path
-    require_complete(path)
     id2label, label2id = label_maps(data.train)
     return load_classifier(
         path,
@@ -69,6 +69,35 @@ def load_model_for(data: RunData, model_args: ModelArguments, path: str | None =
         trust_remote_code=model_args.trust_remote_code,
         seed=seed,
     )
+
+
+def check_inputs(model_args: ModelArguments, forget_args: ForgetArguments | None = None, *, command: str,
+                 **model_folders: str | None) -> None:
+    """The checks that need nothing loaded, run before the data and the models are: a model to start from,
+    something to forget (when ``forget_args`` is given), and every named model folder (``gold_model=...``)."""
+    if not model_args.model_name_or_path:
+        raise ValueError(f"{command} needs --model_name_or_path: the trained model (train one with `hf-deepclean "
+                         "train`).")
+    if forget_args is not None and not forget_args.is_given():
+        raise DataError(f"{command} needs to know what to forget: pass one of --forget_labels, --forget_fraction, "
+                        "--forget_indices, --forget_ids_file (with --id_column) or --noisy_fraction.")
+    check_model_folder(model_args.model_name_or_path)
+    for name, folder in model_folders.items():
+        check_model_folder(folder, flag=f"--{name}")
+
+
+def forget_record(data: RunData, salt: str) -> dict:
+    """What the report and card say about the forget set: counts, classes, kind, a salted fingerprint."""
+    spec = data.spec
+    values = [str(v) for v in spec.ids] if spec.ids is not None else forget_indices(data.train, spec).tolist()
+    labels = sorted({int(v) for v in data.forget["label"]}) if spec.kind == "labels" else None
+    record = {"size": len(data.forget), "kind": spec.kind, "labels": labels,
+              "fingerprint": forget_fingerprint(values, salt)}
+    if spec.ids is not None:  # counts only: the ids are what the request wants gone
+        present = {str(v) for v in data.train[spec.id_column]}
+        requested = {str(v) for v in spec.ids}
+        record.update(ids_requested=len(requested), ids_missing=len(requested - present))
+    return record
 
 
 def load_processor_for(model_args: ModelArguments, path: str | None = None):

@@ -15,10 +15,7 @@ import torch
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
 from ..config import DeepCleanConfig
-from ..evaluation import UnlearningReport
 from ..outputs import is_complete, run_folder
-from ..plots import save_plots
-from ..trainer import FISHER_FORGET_FILE, FISHER_RETAIN_FILE, load_fisher
 from ..training import TrainConfig, read_train_summary, save_trained, train_classifier
 from .common import load_model_for, load_processor_for, load_run_data
 from .unlearn import UnlearnScriptArguments, unlearn
@@ -81,21 +78,5 @@ def run(argv: list[str]) -> int:
     args = DeepCleanConfig(output_dir=str(out), top_fraction=demo.top_fraction, seed=demo.seed, save_fisher=True,
                            overwrite_output_dir=True, disable_tqdm=True, use_cpu=not torch.cuda.is_available())
     script = UnlearnScriptArguments(gold_model=str(root / "gold"))
-    report = unlearn(model_args, data_args, forget_args, script, args)
-    _write_plots(out, report)
+    unlearn(model_args, data_args, forget_args, script, args)
     return 0
-
-
-def _write_plots(out: Path, report: dict) -> None:
-    try:
-        written = save_plots(
-            out,
-            report=UnlearningReport.from_dict(report),
-            fisher_forget=load_fisher(out / FISHER_FORGET_FILE),
-            fisher_retain=load_fisher(out / FISHER_RETAIN_FILE),
-            threshold=report.get("selection", {}).get("threshold"),
-        )
-    except ImportError as exc:  # matplotlib is an optional extra
-        print(f"(plots skipped: {exc})")
-        return
-    print("Plots: " + ", ".join(str(p) for p in written))

@@ -10,16 +10,18 @@ from dataclasses import dataclass, field
 from accelerate import PartialState
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
+from ..auto import describe_auto
+from ..budget import describe_budget
 from ..config import DeepCleanConfig
 from ..evaluation import evaluate_unlearning
-from ..forget import forget_indices
-from ..hub import forget_fingerprint, generate_salt
+from ..hub import generate_salt
 from ..modelcard import record_from_report, write_model_card
 from ..outputs import check_output_dir, run_folder
+from ..plots import save_plots
 from ..trainer import DeepCleanTrainer
 from ..training import read_train_summary, save_classifier
-from .common import (RunData, carve_validation, declared_auto_kind, forgets_mislabeled_samples, load_model_for,
-                     load_processor_for, load_run_data)
+from .common import (carve_validation, check_inputs, declared_auto_kind, forget_record, forgets_mislabeled_samples,
+                     load_model_for, load_processor_for, load_run_data)
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,8 @@ class UnlearnScriptArguments:
     gold_model: Folder of the gold model (retrained on D_r) to compare against in the report.
     evaluate_original: Also evaluate the original model (the "did nothing" reference).
     fingerprint_salt: Secret salt of the forget-set fingerprint (default: a new random one).
+    eval_batch_size: Batch size of the evaluation passes.
+    plots: Write the plots next to the report.
     """
 
     gold_model: str | None = field(
@@ -45,65 +49,32 @@ class UnlearnScriptArguments:
         metadata={"help": "Secret salt of the forget-set fingerprint; default: a new random salt saved locally."},
     )
     eval_batch_size: int = field(default=256, metadata={"help": "Batch size of the evaluation passes."})
-
-
-def forget_record(data: RunData, salt: str) -> dict:
-    """What the report and card say about the forget set: counts, classes, kind, a salted fingerprint."""
-    spec = data.spec
-    values = [str(v) for v in spec.ids] if spec.ids is not None else forget_indices(data.train, spec).tolist()
-    labels = sorted({int(v) for v in data.forget["label"]}) if spec.kind == "labels" else None
-    return {
-        "size": len(data.forget),
-        "kind": spec.kind,
-        "labels": labels,
-        "fingerprint": forget_fingerprint(values, salt),
-    }
-
-
-def evaluate_run(model, data: RunData, processor, *, method, gold_path, original, selection, time_s, gold_time_s,
-                 forget_info, batch_size, seed, model_args, accelerator=None):
-    """The unlearning report for ``model``: metrics, gold and original columns, deltas."""
-    gold = load_model_for(data, model_args, path=gold_path, seed=seed) if gold_path else None
-    return evaluate_unlearning(
-        model,
-        {"retain": data.retain, "forget": data.forget, "test": data.test},
-        gold_model=gold,
-        original_model=original,
-        image_processor=processor,
-        forget_labels=forget_info.get("labels"),
-        method=method,
-        scenario=data.spec.scenario,
-        forget_info=forget_info,
-        selection=selection,
-        time_s=time_s,
-        gold_time_s=gold_time_s,
-        batch_size=batch_size,
-        accelerator=accelerator,
-        seed=seed,
+    plots: bool = field(
+        default=True, metadata={"help": "Write the plots (Fisher-ratio histogram, weights vs gamma, metrics); needs "
+                                "the plot extra (matplotlib)."}
     )
+
+
+MISLABELED_WARNING = (
+    "Forgetting mislabeled samples: the fine-tune must also undo what the wrong labels did to the rest of the model, "
+    "which a fixed %g-epoch budget often cuts short (BENCHMARKS.md: the digits ResNet matched its gold model on 2 of "
+    "6 seeds with 2 epochs, on 6 of 6 with --early_stopping_patience 2 --num_train_epochs 8). Consider those flags: "
+    "they let a validation split, not a guess, decide the length.")
 
 
 def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConfig) -> dict:
     """Run DeepClean end to end and write the output folder; returns the report dict."""
-    if not model_args.model_name_or_path:
-        raise ValueError("unlearn needs --model_name_or_path: the trained model to clean (train one with `hf-deepclean train`).")
-    out = check_output_dir(
-        args.output_dir, overwrite=args.overwrite_output_dir, inputs=[model_args.model_name_or_path],
-        resume=bool(args.resume_from_checkpoint),
-    )
+    check_inputs(model_args, forget_args, command="unlearn", gold_model=script_args.gold_model)
+    out = check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, inputs=[model_args.model_name_or_path],
+                           resume=bool(args.resume_from_checkpoint))
     state = PartialState()
     state.wait_for_everyone()  # every rank has checked the folder before rank 0 creates it
     data = load_run_data(data_args, forget_args, seed=args.seed)
     validation = source = None
     if args.top_fraction == "auto":
         args.auto_kind = declared_auto_kind(args.auto_kind, data)
-    mislabeled = forgets_mislabeled_samples(data) or args.auto_kind == "noisy_labels"
-    if mislabeled and args.early_stopping_patience is None:
-        logger.warning(
-            "Forgetting mislabeled samples: the fine-tune must also undo what the wrong labels did to the rest of the "
-            "model, which a fixed %g-epoch budget often cuts short (BENCHMARKS.md: the digits ResNet matched its gold "
-            "model on 2 of 6 seeds with 2 epochs, on 6 of 6 with --early_stopping_patience 2 --num_train_epochs 8). "
-            "Consider those flags: they let a validation split, not a guess, decide the length.", args.num_train_epochs)
+    if (forgets_mislabeled_samples(data) or args.auto_kind == "noisy_labels") and args.early_stopping_patience is None:
+        logger.warning(MISLABELED_WARNING, args.num_train_epochs)
     if args.top_fraction == "auto" or args.early_stopping_patience is not None:
         validation, source = carve_validation(data, seed=data_args.split_seed)
         logger.info("Validation split (top_fraction=auto, early stopping): %s.", source)
@@ -114,10 +85,8 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     forget_info = forget_record(data, salt)
     # Built before the folder exists: a refused set-up (FSDP1, DeepSpeed) leaves nothing behind.
     fresh = not out.exists()
-    trainer = DeepCleanTrainer(
-        model, args, train_dataset=data.retain, forget_dataset=data.forget, eval_dataset=validation,
-        processing_class=processor,
-    )
+    trainer = DeepCleanTrainer(model, args, train_dataset=data.retain, forget_dataset=data.forget,
+                               eval_dataset=validation, processing_class=processor)
     if fresh and state.is_main_process and out.is_dir() and not any(out.iterdir()):
         out.rmdir()  # Trainer creates output_dir eagerly; run_folder makes it again, so a failed run leaves none
     # Only the main process owns the output folder; the others help with the Fisher and training.
@@ -127,33 +96,32 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
         unlearned = trainer.unsharded_model()  # under FSDP2 every process takes part in gathering the shards
         if not trainer.is_world_process_zero():
             return {}
+        gold = load_model_for(data, model_args, path=script_args.gold_model) if script_args.gold_model else None
         save_classifier(unlearned, processor, out)
         trainer.save_unlearning_artifacts(out)
         if not script_args.fingerprint_salt:
             (out / SALT_FILE).write_text(salt + "\n", encoding="utf-8")
-        report = evaluate_run(
-            unlearned, data, processor, method="deepclean", gold_path=script_args.gold_model, original=original,
+        report = evaluate_unlearning(
+            unlearned, {"retain": data.retain, "forget": data.forget, "test": data.test}, gold_model=gold,
+            original_model=original, image_processor=processor, forget_labels=forget_info.get("labels"),
+            method="deepclean", scenario=data.spec.scenario, forget_info=forget_info,
             selection={k: stats[k] for k in ("threshold", "top_fraction", "selected_fraction", "num_selected")},
             time_s={"fisher": stats["fisher_time_s"], "train": stats["train_time_s"], "total": stats["total_time_s"]},
-            gold_time_s=read_train_summary(script_args.gold_model).get("train_time_s"), forget_info=forget_info,
-            batch_size=script_args.eval_batch_size, seed=args.seed, model_args=model_args,
+            gold_time_s=read_train_summary(script_args.gold_model).get("train_time_s"),
+            batch_size=script_args.eval_batch_size, seed=args.seed,
         )
-        notes = [auto_note(trainer.auto_sweep, source)] if trainer.auto_sweep else []
+        notes = [describe_auto(trainer.auto_sweep, source)] if trainer.auto_sweep else []
         if args.early_stopping_patience is not None:
-            notes.append(early_stopping_note(stats, args, None if trainer.auto_sweep else source))
-        if notes:
-            report.notes = list(getattr(report, "notes", None) or []) + notes
+            notes.append(describe_budget(stats, args, None if trainer.auto_sweep else source))
+        report.notes = list(report.notes or []) + notes
         report.save(out)
-        hyperparameters = {
-            "threshold": args.threshold, "top_fraction": args.top_fraction, "fisher_estimator": args.fisher_estimator,
-            "reset": args.reset, "norm_policy": args.norm_policy, "num_train_epochs": args.num_train_epochs,
-            "learning_rate": args.learning_rate, "seed": args.seed,
-            "early_stopping_patience": args.early_stopping_patience,
-        }
-        write_model_card(out, record_from_report(
-            report, base_model=model_args.model_name_or_path, dataset=data_args.dataset_name or "digits",
-            hyperparameters=hyperparameters,
-        ))
+        hyperparameters = {k: getattr(args, k) for k in (
+            "threshold", "top_fraction", "fisher_estimator", "reset", "norm_policy", "num_train_epochs",
+            "learning_rate", "seed", "early_stopping_patience")}
+        write_model_card(out, record_from_report(report, base_model=model_args.model_name_or_path,
+                                                 dataset=data_args.describe(), hyperparameters=hyperparameters))
+        if script_args.plots:
+            _write_plots(out, report, trainer, stats)
     print(report.to_markdown())
     print(f"\nUnlearned model written to {out}")
     if not script_args.fingerprint_salt:
@@ -161,31 +129,15 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     return report.to_dict()
 
 
-def auto_note(auto: dict, validation_source: str) -> str:
-    """What ``top_fraction=auto`` did, for the report and the model card."""
-    tried = "; ".join(f"{a['top_fraction']:g}: {a['reason']}" for a in auto.get("attempts", []))
-    if auto.get("verified"):
-        verdict = "verified after the fine-tune"
-    elif auto.get("refit") is not None:
-        verdict = ("NOT verified: no fine-tuned model met the criterion; this is the attempt closest to it that did "
-                   "not collapse or lose accuracy, fine-tuned again")
-    else:
-        verdict = "NOT verified: the last fine-tuned model still fails the criterion"
-    return (f"top_fraction=auto ({auto['kind']} forgetting) chose {auto['chosen']:g}, {verdict}. First choice: "
-            f"{auto['reason'].rstrip('.')}. Fine-tuned: {tried or 'none'}. Validation: {validation_source.rstrip('.')}.")
-
-
-def early_stopping_note(stats: dict, args: DeepCleanConfig, validation_source: str | None) -> str:
-    """What the no-gold budget rule (budget.py) did, for the report and the model card.
-
-    ``validation_source`` None: the split was described already (auto's note), so it is not repeated.
-    """
-    how = (f"stopped after epoch {stats['early_stopping_epochs_run']:g}" if stats["early_stopping_stopped_early"]
-           else f"ran the whole {args.num_train_epochs:g} epochs")
-    return (f"Fine-tune budget: at most {args.num_train_epochs:g} epochs with early stopping (patience "
-            f"{args.early_stopping_patience}); {how} and kept epoch {stats['early_stopping_best_epoch']:g}, the best "
-            f"{stats['early_stopping_metric']} ({stats['early_stopping_best_value']:.4f}). Validation: "
-            f"{validation_source.rstrip('.') if validation_source else 'the same split as top_fraction=auto'}.")
+def _write_plots(out, report, trainer: DeepCleanTrainer, stats: dict) -> None:
+    try:
+        written = save_plots(out, report=report, fisher_forget=trainer.fisher_forget,
+                             fisher_retain=trainer.fisher_retain, threshold=stats.get("threshold"),
+                             eps=trainer.args.ratio_eps, num_selected=stats.get("num_selected"))
+    except ImportError as exc:  # matplotlib is an optional extra
+        print(f"(plots skipped: {exc}; --plots false turns them off)")
+        return
+    print("Plots: " + ", ".join(str(p) for p in written))
 
 
 def run(argv: list[str]) -> int:
