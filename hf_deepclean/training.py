@@ -176,6 +176,7 @@ class TrainResult:
     model: torch.nn.Module
     metrics: dict
     time_s: float
+    recipe: dict | None = None  # recipe_of(the training arguments), written to train_summary.json
 
 
 def train_classifier(model, train_dataset, eval_dataset, args, image_processor, *, callbacks=None) -> TrainResult:
@@ -200,7 +201,7 @@ def train_classifier(model, train_dataset, eval_dataset, args, image_processor, 
         trainer.train()
     elapsed = time.perf_counter() - start
     metrics = trainer.evaluate() if eval_dataset is not None else {}
-    return TrainResult(model=trainer.model, metrics=metrics, time_s=elapsed)
+    return TrainResult(model=trainer.model, metrics=metrics, time_s=elapsed, recipe=recipe_of(args))
 
 
 @dataclass
@@ -243,13 +244,16 @@ TRAIN_SUMMARY_FILE = "train_summary.json"
 
 
 def save_trained(result: TrainResult, image_processor, folder: str | Path, *, dataset, train_samples: int, **extra) -> dict:
-    """:func:`save_classifier` plus ``train_summary.json``: training seconds, samples, test accuracy.
+    """:func:`save_classifier` plus ``train_summary.json``: training seconds, samples, test accuracy, the recipe
+    (:func:`recipe_of`) and ``extra`` (a gold model's ``forgotten``: what it was trained without).
 
     The gold model's seconds in every report (time / retrain time) come from this file.
     """
     save_classifier(result.model, image_processor, folder, dataset=dataset)
     summary = {"train_time_s": result.time_s, "train_samples": train_samples,
                "test_accuracy": result.metrics.get("eval_accuracy"), **extra}
+    if result.recipe is not None:
+        summary["recipe"] = json.loads(json.dumps(result.recipe, default=str))
     (Path(folder) / TRAIN_SUMMARY_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return summary
 

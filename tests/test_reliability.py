@@ -104,6 +104,11 @@ def ws(tmp_path_factory, digits, image_processor):
     ns.config_only.mkdir()
     shutil.copy(ns.model / "config.json", ns.config_only / "config.json")
 
+    ns.gold_other = root / "gold_other"  # a gold model that says it was trained without class 5 only
+    shutil.copytree(ns.model, ns.gold_other)
+    (ns.gold_other / "train_summary.json").write_text(json.dumps(
+        {"train_time_s": 1.0, "forgotten": {"kind": "labels", "size": 150, "labels": [5], "rows_sha256": "0" * 64}}))
+
     ns.unfinished = root / "unfinished"
     shutil.copytree(ns.model, ns.unfinished)
     (ns.unfinished / INCOMPLETE_MARKER).write_text("killed\n")
@@ -214,6 +219,8 @@ BAD_INPUTS = {
                                      ["config_only", "no weights"]),
     "model_folder_without_config": (lambda ws, tmp: {"model_name_or_path": tmp / "taken"},
                                     ["taken", "no config.json"]),
+    "gold_model_of_another_forget_set": (lambda ws, tmp: {"gold_model": ws.gold_other},
+                                         ["--gold_model", "another forget set", "labels [5] here [3]", "train --gold"]),
     "gold_model_missing": (lambda ws, tmp: {"gold_model": tmp / "no_gold"}, ["--gold_model", "no_gold", "no such folder"]),
     "yaml_unknown_key": (
         lambda ws, tmp: {"forget_labels": None, "config": ws.bad_yaml},

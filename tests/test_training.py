@@ -137,3 +137,14 @@ def test_original_and_gold_get_one_recipe_at_every_entry_point(tmp_path, monkeyp
     assert retrain.pop("base_model") is None and retrain == recipe_of(TrainConfig(output_dir="x"))
     assert original == recipe_of(TrainConfig(output_dir="x", seed=0, use_cpu=not torch.cuda.is_available()))
     assert "output_dir" in REPORTING_FIELDS and "learning_rate" not in REPORTING_FIELDS
+
+
+def test_a_gold_model_records_what_it_was_trained_without_and_its_recipe(tmp_path):
+    out = tmp_path / "gold"
+    assert main(["train", "--gold", "--forget_labels", "3", "--max_steps", "1", "--disable_tqdm", "true",
+                 "--output_dir", str(out)]) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    forgotten = summary["forgotten"]
+    assert forgotten["kind"] == "labels" and forgotten["labels"] == [3] and len(forgotten["rows_sha256"]) == 64
+    assert forgotten["size"] == 1437 - summary["train_samples"]
+    assert summary["recipe"]["max_steps"] == 1 and summary["recipe"]["learning_rate"] == TrainConfig(output_dir="x").learning_rate

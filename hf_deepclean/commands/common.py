@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
+
+import numpy as np
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments
 from ..data import label_maps
@@ -11,7 +14,7 @@ from ..errors import DataError
 from ..forget import ForgetSpec, apply_label_noise, forget_indices, split_forget_retain
 from ..hub import forget_fingerprint
 from ..images import load_image_processor
-from ..training import check_model_folder, load_classifier, num_classes
+from ..training import check_model_folder, load_classifier, num_classes, read_train_summary
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +101,31 @@ def forget_record(data: RunData, salt: str) -> dict:
         requested = {str(v) for v in spec.ids}
         record.update(ids_requested=len(requested), ids_missing=len(requested - present))
     return record
+
+
+def describe_forget_set(data: RunData) -> dict:
+    """What a gold model records it was trained without (``train_summary.json``'s ``forgotten``): the kind, the size,
+    the classes, and a SHA-256 of the forgotten row indices of the training split (never the ids themselves)."""
+    rows = np.sort(forget_indices(data.train, data.spec)).astype(np.int64)
+    return {"kind": data.spec.kind, "size": int(len(rows)),
+            "labels": sorted({int(v) for v in data.forget["label"]}) if data.spec.kind == "labels" else None,
+            "rows_sha256": hashlib.sha256(rows.tobytes()).hexdigest()}
+
+
+def check_gold_model(folder: str | None, data: RunData) -> None:
+    """Refuse a gold model trained without another forget set; warn when it does not say (an older one)."""
+    if not folder:
+        return
+    forgotten = read_train_summary(folder).get("forgotten")
+    if forgotten is None:
+        logger.warning("%s does not record what it was trained without (train_summary.json from an older version or "
+                       "another tool): make sure it was retrained without exactly this forget set.", folder)
+        return
+    current = describe_forget_set(data)
+    if forgotten != current:
+        what = ", ".join(f"{k} {forgotten.get(k)} here {current[k]}" for k in current if forgotten.get(k) != current[k])
+        raise DataError(f"--gold_model {folder} was trained without another forget set ({what}): retrain it with "
+                        "`hf-deepclean train --gold` and the same --forget_* flags as this run.")
 
 
 def load_processor_for(model_args: ModelArguments, path: str | None = None):

@@ -17,7 +17,7 @@ from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_ar
 from ..config import DeepCleanConfig
 from ..outputs import is_complete, run_folder
 from ..training import TrainConfig, read_train_summary, save_trained, train_classifier
-from .common import load_model_for, load_processor_for, load_run_data
+from .common import describe_forget_set, load_model_for, load_processor_for, load_run_data
 from .unlearn import UnlearnScriptArguments, unlearn
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ class DemoArguments:
     seed: int = field(default=0, metadata={"help": "Seed of training and unlearning."})
 
 
-def _train_cached(folder: Path, data, model_args, train_set, seed: int) -> float:
+def _train_cached(folder: Path, data, model_args, train_set, seed: int, **extra) -> float:
     """Train into ``folder`` unless a finished model is already there; returns the training seconds."""
     cached = read_train_summary(folder)
     if is_complete(folder) and cached:
@@ -54,7 +54,7 @@ def _train_cached(folder: Path, data, model_args, train_set, seed: int) -> float
     processor = load_processor_for(model_args)
     with run_folder(folder):
         result = train_classifier(model, train_set, data.test, args, processor)
-        save_trained(result, processor, folder, dataset=data.train, train_samples=len(train_set))
+        save_trained(result, processor, folder, dataset=data.train, train_samples=len(train_set), **extra)
     return result.time_s
 
 
@@ -69,7 +69,7 @@ def run(argv: list[str]) -> int:
     print(f"[1/3] Original tiny {demo.architecture} on digits ({len(data.train)} training images)...", flush=True)
     _train_cached(root / "original", data, model_args, data.train, demo.seed)
     print(f"[2/3] Gold model: retrained without digit {demo.forget_label} ({len(data.retain)} images)...", flush=True)
-    _train_cached(root / "gold", data, model_args, data.retain, demo.seed)
+    _train_cached(root / "gold", data, model_args, data.retain, demo.seed, forgotten=describe_forget_set(data))
 
     print(f"[3/3] DeepClean: forget digit {demo.forget_label} ({len(data.forget)} images), "
           f"top {demo.top_fraction:.0%} of weights by Fisher ratio...", flush=True)

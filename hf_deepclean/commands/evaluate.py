@@ -12,7 +12,7 @@ from ..evaluation import REPORT_JSON, evaluate_unlearning
 from ..outputs import check_output_dir, run_folder
 from ..plots import plot_metric_bars
 from ..training import read_train_summary
-from .common import load_model_for, load_processor_for, load_run_data
+from .common import check_gold_model, check_inputs, load_model_for, load_processor_for, load_run_data
 
 logger = logging.getLogger(__name__)
 
@@ -74,12 +74,15 @@ def run(argv: list[str]) -> int:
             "Say what was forgotten, with the same flags as the unlearn run: --forget_labels, --forget_fraction, "
             "--forget_indices, --forget_ids_file (with --id_column) or --noisy_fraction."
         )
+    check_inputs(model_args, forget_args, command="evaluate", gold_model=eval_args.gold_model,
+                 original_model=eval_args.original_model)
     paths = [model_args.model_name_or_path, eval_args.gold_model, eval_args.original_model]
     out = check_output_dir(eval_args.output_dir, overwrite=eval_args.overwrite_output_dir, inputs=paths)
     if eval_args.gold_model is None:
         logger.warning("No --gold_model: the report has no deltas to retraining, the reference of the evaluation.")
 
     data = load_run_data(data_args, forget_args, seed=eval_args.seed)
+    check_gold_model(eval_args.gold_model, data)
     spec = data.spec
     model = load_model_for(data, model_args, seed=eval_args.seed)
     gold = load_model_for(data, model_args, path=eval_args.gold_model) if eval_args.gold_model else None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
 from ..outputs import check_output_dir, run_folder
 from ..training import TrainConfig, save_trained, train_classifier
-from .common import load_model_for, load_processor_for, load_run_data
+from .common import describe_forget_set, load_model_for, load_processor_for, load_run_data
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +43,9 @@ def run(argv: list[str]) -> int:
     processor = load_processor_for(model_args)
     with run_folder(out):
         result = train_classifier(model, train_set, data.test, args, processor)
+        forgotten = {"forgotten": describe_forget_set(data)} if script_args.gold else {}
         summary = save_trained(result, processor, out, dataset=data.train, train_samples=len(train_set),
-                               gold=script_args.gold)
+                               gold=script_args.gold, **forgotten)
     print(f"Trained on {len(train_set)} samples in {result.time_s:.1f} s; test accuracy "
           f"{summary['test_accuracy']:.4f}. Saved to {out}")
     return 0

@@ -20,7 +20,7 @@ from ..outputs import check_output_dir, run_folder
 from ..plots import save_plots
 from ..trainer import DeepCleanTrainer
 from ..training import read_train_summary, save_classifier
-from .common import (carve_validation, check_inputs, declared_auto_kind, forget_record, forgets_mislabeled_samples,
+from .common import (carve_validation, check_gold_model, check_inputs, declared_auto_kind, forget_record, forgets_mislabeled_samples,
                      load_model_for, load_processor_for, load_run_data)
 
 logger = logging.getLogger(__name__)
@@ -70,6 +70,7 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     state = PartialState()
     state.wait_for_everyone()  # every rank has checked the folder before rank 0 creates it
     data = load_run_data(data_args, forget_args, seed=args.seed)
+    check_gold_model(script_args.gold_model, data)
     validation = source = None
     if args.top_fraction == "auto":
         args.auto_kind = declared_auto_kind(args.auto_kind, data)
