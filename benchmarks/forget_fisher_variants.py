@@ -35,10 +35,10 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
+from hf_deepclean.benchmark.sensitivity import SensitivityGroup
 from hf_deepclean.commands import benchmark as bench_mod
-from hf_deepclean.commands import benchmark_sensitivity as sens
 from hf_deepclean.fisher import fisher_diagonal
-from hf_deepclean.methods.base import TensorImageDataset
+from hf_deepclean.images import TensorImageDataset
 from hf_deepclean.trainer import DeepCleanTrainer
 
 RELABELLED = ("uniform", "others")
@@ -95,24 +95,22 @@ def relabelled_fishers(self, model, variant: str) -> tuple[dict, dict]:
 
 
 def fishers_with(variant: str):
-    def fishers(self):
-        if self._fishers is None:
-            model = self.original()
-            start = time.perf_counter()
-            if variant in WEIGHTED:
-                pair = tuple(weighted_fisher(model, self.scenario.ready[split], variant) for split in ("forget", "retain"))
-            else:
-                pair = relabelled_fishers(self, model, variant)
-            self._fishers = (*pair, time.perf_counter() - start)
-        return self._fishers
+    """A ``SensitivityGroup.compute_fishers`` that computes ``variant``'s Fishers (and times them)."""
+    def compute_fishers(self, model):
+        start = time.perf_counter()
+        if variant in WEIGHTED:
+            pair = tuple(weighted_fisher(model, self.scenario.ready[split], variant) for split in ("forget", "retain"))
+        else:
+            pair = relabelled_fishers(self, model, variant)
+        return (*pair, time.perf_counter() - start)
 
-    return fishers
+    return compute_fishers
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in VARIANTS:
         sys.exit(f"usage: forget_fisher_variants.py {{{','.join(VARIANTS)}}} BENCHMARK_ARGS...\n\n{__doc__}")
-    sens._Group.fishers = fishers_with(argv[0])
+    SensitivityGroup.compute_fishers = fishers_with(argv[0])
     return bench_mod.run(argv[1:])
 
 

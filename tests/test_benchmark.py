@@ -5,8 +5,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from hf_deepclean.benchmark import harness
+from hf_deepclean.benchmark import models as models_mod
+from hf_deepclean.benchmark.cache import changed_settings, method_settings
+from hf_deepclean.benchmark.summary import aggregate, to_markdown
 from hf_deepclean.commands import benchmark as bench_mod
-from hf_deepclean.commands.benchmark_summary import aggregate, to_markdown
 
 ARGS = ["--quick", "--scenarios", "class", "--architectures", "vit", "--seeds", "0", "--plot", "true"]
 
@@ -40,21 +43,19 @@ def test_quick_run_writes_markdown_json_plot_and_cells(first_run):
 
 
 def test_rerun_reuses_cells_and_cached_models(first_run, monkeypatch, capsys):
-    import hf_deepclean.training as training
-
     before = (first_run / "cells" / "vit" / "class" / "seed0" / "deepclean.json").read_text()
     computed = []
-    real_run_cell = bench_mod.run_cell
+    real_run_cell = harness.run_cell
 
-    def counting_run_cell(method_name, *args, **kwargs):
+    def counting_run_cell(ctx, scenario, method_name, *args, **kwargs):
         computed.append(method_name)
-        return real_run_cell(method_name, *args, **kwargs)
+        return real_run_cell(ctx, scenario, method_name, *args, **kwargs)
 
     def no_training(*args, **kwargs):
         raise AssertionError("the original and gold models must come from the cache")
 
-    monkeypatch.setattr(bench_mod, "run_cell", counting_run_cell)
-    monkeypatch.setattr(training, "train_classifier", no_training)
+    monkeypatch.setattr(harness, "run_cell", counting_run_cell)
+    monkeypatch.setattr(models_mod, "train_classifier", no_training)
     # the finished cell is skipped; a newly requested method is the only thing computed
     assert bench_mod.run(ARGS + ["--methods", "deepclean", "original", "--output_dir", str(first_run)]) == 0
     assert computed == ["original"]
@@ -78,13 +79,13 @@ def test_rerun_recomputes_a_cell_whose_method_settings_changed(first_run, monkey
     del unrecorded["method_settings"]
     (cells / "original.json").write_text(json.dumps(unrecorded))
     computed = []
-    real_run_cell = bench_mod.run_cell
+    real_run_cell = harness.run_cell
 
-    def counting_run_cell(method_name, *args, **kwargs):
+    def counting_run_cell(ctx, scenario, method_name, *args, **kwargs):
         computed.append(method_name)
-        return real_run_cell(method_name, *args, **kwargs)
+        return real_run_cell(ctx, scenario, method_name, *args, **kwargs)
 
-    monkeypatch.setattr(bench_mod, "run_cell", counting_run_cell)
+    monkeypatch.setattr(harness, "run_cell", counting_run_cell)
     assert bench_mod.run(ARGS + ["--methods", "deepclean", "original", "--output_dir", str(first_run)]) == 0
     assert computed == ["deepclean"]
     assert "recomputing seed0/deepclean.json: its method settings changed (top_fraction)" in capsys.readouterr().out
@@ -93,7 +94,6 @@ def test_rerun_recomputes_a_cell_whose_method_settings_changed(first_run, monkey
 
 def test_method_settings_ignore_where_a_run_writes_and_see_a_changed_preset(tmp_path, monkeypatch):
     from hf_deepclean import config as config_mod
-    from hf_deepclean.commands.benchmark_cache import changed_settings, method_settings
     from hf_deepclean.methods import METHODS
 
     fast = METHODS["deepclean_fast"]

@@ -59,7 +59,7 @@ def test_forget_fisher_variants_relabel_the_forget_set_and_run_the_sensitivity_b
         import torch
         from forget_fisher_variants import relabeled
 
-        from hf_deepclean.methods.base import TensorImageDataset
+        from hf_deepclean.images import TensorImageDataset
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     forget = TensorImageDataset(torch.tensor([[0.0], [1.0]]), [1, 2])
@@ -84,7 +84,7 @@ def test_forget_fisher_variants_weight_each_samples_squared_gradient():
         from _fisher_models import LogisticRegression
         from forget_fisher_variants import weighted_fisher
 
-        from hf_deepclean.methods.base import TensorImageDataset
+        from hf_deepclean.images import TensorImageDataset
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
     torch.manual_seed(0)

@@ -4,10 +4,12 @@ import json
 
 import pytest
 
-from hf_deepclean.arguments import ConfigError
+from hf_deepclean.benchmark import models as models_mod
+from hf_deepclean.benchmark import sensitivity as sens_mod
+from hf_deepclean.benchmark.arguments import parse_auto_overrides
+from hf_deepclean.benchmark.sensitivity_summary import passing_window, summarize, to_markdown
 from hf_deepclean.commands import benchmark as bench_mod
-from hf_deepclean.commands import benchmark_sensitivity as sens_mod
-from hf_deepclean.commands.benchmark_sensitivity_summary import passing_window, summarize, to_markdown
+from hf_deepclean.errors import ConfigError
 from hf_deepclean.config import PRESETS, DeepCleanConfig
 
 
@@ -156,12 +158,10 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
     def no_compute(*args, **kwargs):
         raise AssertionError("a cached point was recomputed")
 
-    import hf_deepclean.training as training
-
-    real_auto = sens_mod._Group.auto
+    real_auto = sens_mod.SensitivityGroup.auto
     for name in ("deepclean", "ssd", "auto", "fast_vs_ssd", "gold_reseeded"):
-        monkeypatch.setattr(sens_mod._Group, name, no_compute)
-    monkeypatch.setattr(training, "train_classifier", no_compute)
+        monkeypatch.setattr(sens_mod.SensitivityGroup, name, no_compute)
+    monkeypatch.setattr(models_mod, "train_classifier", no_compute)
     (out / "sensitivity.md").unlink()
     assert bench_mod.run(ARGS + ["--output_dir", str(out)]) == 0
     assert json.loads((out / "sensitivity.json").read_text())["rows"] == summary["rows"]
@@ -175,14 +175,14 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
     stale["method_settings"]["deepclean_fast"]["max_steps"] = 9
     point.write_text(json.dumps(stale))
     recomputed = []
-    monkeypatch.setattr(sens_mod._Group, "fast_vs_ssd", lambda self, *a: recomputed.append(a) or stale)
+    monkeypatch.setattr(sens_mod.SensitivityGroup, "fast_vs_ssd", lambda self, *a: recomputed.append(a) or stale)
     assert bench_mod.run(ARGS + ["--output_dir", str(out)]) == 0
     assert len(recomputed) == 1
     assert json.loads(point.read_text())["method_settings"]["deepclean_fast"]["max_steps"] == 4
 
     # Settings for the auto run only (the no-gold budget rule): only the auto point is recomputed, and since its
     # validation half chose the epoch, it also reports test accuracy on the other half against gold's there.
-    monkeypatch.setattr(sens_mod._Group, "auto", real_auto)
+    monkeypatch.setattr(sens_mod.SensitivityGroup, "auto", real_auto)
     budget = '{"early_stopping_patience": 1, "num_train_epochs": 1, "eval_strategy": "steps", "eval_steps": 2}'
     assert bench_mod.run(ARGS + ["--output_dir", str(out), "--sensitivity_auto_overrides", budget]) == 0
     assert len(recomputed) == 1
@@ -197,10 +197,10 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
 
 def test_auto_overrides_must_be_a_json_object():
     with pytest.raises(ConfigError, match="not valid JSON"):
-        sens_mod._parse_auto_overrides("{early_stopping_patience: 2")
+        parse_auto_overrides("{early_stopping_patience: 2")
     with pytest.raises(ConfigError, match="must be a JSON object"):
-        sens_mod._parse_auto_overrides("[2, 8]")
-    assert sens_mod._parse_auto_overrides(None) == {}
+        parse_auto_overrides("[2, 8]")
+    assert parse_auto_overrides(None) == {}
 
 
 def test_option_fields_in_maps_aliases_negations_and_equals_forms():

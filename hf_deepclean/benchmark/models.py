@@ -6,33 +6,41 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..arguments import ModelArguments
+from ..data import label_maps
+from ..forget import ForgetSpec, apply_label_noise, split_forget_retain
+from ..images import TensorImageDataset
 from ..outputs import is_complete, run_folder
+from ..training import TrainConfig, load_classifier, num_classes, read_train_summary, save_trained, train_classifier
+from .arguments import BenchmarkArguments
+
 
 @dataclass
 class Scenario:
     """The data of one (scenario, seed): raw splits, model-ready splits, and what the original trains on."""
 
     name: str
-    spec: object
+    spec: ForgetSpec
     train: object  # D as the original sees it (noisy labels applied)
     raw: dict  # forget / retain / test, raw images
     ready: dict  # the same, transformed once when small enough
-    original_key: str
+    original_key: str  # the original model's role: "original", or "original_noisy" for noisy_labels
+
+    @property
+    def gold_key(self) -> str:
+        """The gold model's role: retrained on this scenario's D_r."""
+        return f"gold_{self.name}"
 
 
-def _materialize(dataset, processor, limit_bytes: int = 2 << 30):
+def materialize(dataset, processor, limit_bytes: int = 2 << 30):
     """Transform ``dataset`` once into memory unless that would take more than ``limit_bytes``."""
-    from ..methods import TensorImageDataset
-
     first = TensorImageDataset.from_dataset(dataset.select(range(1)), processor)
     if first.pixel_values[0].numel() * 4 * len(dataset) > limit_bytes:
         return dataset
     return TensorImageDataset.from_dataset(dataset, processor)
 
 
-def build_scenario(name: str, base, processor, bench, seed: int) -> Scenario:
-    from ..forget import ForgetSpec, apply_label_noise, split_forget_retain
-
+def build_scenario(name: str, base, processor, bench: BenchmarkArguments, seed: int) -> Scenario:
+    """The forget set of scenario ``name`` for ``seed``, its retain set and the test split."""
     spec = {
         "class": lambda: ForgetSpec(labels=[bench.forget_class]),
         "random": lambda: ForgetSpec(fraction=bench.forget_fraction, seed=seed),
@@ -40,7 +48,7 @@ def build_scenario(name: str, base, processor, bench, seed: int) -> Scenario:
     }[name]()
     parts = split_forget_retain(base["train"], spec)
     raw = {"forget": parts["forget"], "retain": parts["retain"], "test": base["test"]}
-    ready = {k: _materialize(v, processor) for k, v in raw.items()}
+    ready = {k: materialize(v, processor) for k, v in raw.items()}
     original_key = "original_noisy" if name == "noisy_labels" else "original"
     return Scenario(name, spec, apply_label_noise(base["train"], spec), raw, ready, original_key)
 
@@ -48,7 +56,8 @@ def build_scenario(name: str, base, processor, bench, seed: int) -> Scenario:
 class ModelStore:
     """Trains the original and gold models once per (model, seed) and reloads them from disk after."""
 
-    def __init__(self, root: Path, model_args: ModelArguments, bench, base, processor, log, scratch):
+    def __init__(self, root: Path, model_args: ModelArguments, bench: BenchmarkArguments, base, processor, log,
+                 scratch: Path):
         self.root, self.model_args, self.bench, self.base, self.processor = root, model_args, bench, base, processor
         self.log, self.scratch = log, scratch
 
@@ -61,16 +70,15 @@ class ModelStore:
 
         ``train_seed`` (default ``seed``) seeds the initial weights and the batch order; ``seed`` names the folder.
         """
-        from ..training import default_training_arguments, read_train_summary, save_trained, train_classifier
-
         path = self.folder(model_key, seed, role)
         train_seed = seed if train_seed is None else train_seed
         if not is_complete(path) or not read_train_summary(path):
             self.log(f"training the {role} model ({model_key}, seed {train_seed}) on {len(train_set)} samples")
             model = self._classifier(None, architecture, train_seed)
-            args = default_training_arguments(
-                str(self.scratch / "train"), num_train_epochs=self.bench.train_epochs,
+            args = TrainConfig(
+                output_dir=str(self.scratch / "train"), num_train_epochs=self.bench.train_epochs,
                 learning_rate=self.bench.train_learning_rate, seed=train_seed, logging_strategy="no",
+                report_to="none", disable_tqdm=True,
             )
             with run_folder(path):
                 result = train_classifier(model, train_set, None, args, self.processor)
@@ -79,9 +87,6 @@ class ModelStore:
         return self._classifier(str(path), architecture, seed), float(read_train_summary(path)["train_time_s"])
 
     def _classifier(self, path: str | None, architecture: str, seed: int):
-        from ..data import label_maps
-        from ..training import load_classifier, num_classes
-
         id2label, label2id = label_maps(self.base["train"])
         m = self.model_args
         start = path or m.model_name_or_path

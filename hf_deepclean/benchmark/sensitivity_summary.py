@@ -218,6 +218,7 @@ def _budget_window_lines(budget_wins: list[dict]) -> list[str]:
 
 def plot(rows: list[dict], path: Path) -> Path:
     """Acc_Df and ΔAcc_test against the hyperparameter, one panel per (model, scenario, method)."""
+    # matplotlib is an optional extra ([plot])
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

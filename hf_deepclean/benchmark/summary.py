@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import math
+import os
+import platform
 from pathlib import Path
 
 import numpy as np
+import torch
+import transformers
+
+from .common import SETTINGS_FILE, read_json, write_json
 
 SUMMARY_MARKDOWN = "benchmark.md"
 SUMMARY_JSON = "benchmark.json"
@@ -112,7 +117,7 @@ def to_markdown(rows: list[dict], bench) -> str:
 
 def plot_summary(rows: list[dict], path: Path) -> Path:
     """Gap to gold against time / retrain time, one panel per (scenario, model)."""
-    try:
+    try:  # matplotlib is an optional extra ([plot])
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as err:
@@ -145,17 +150,15 @@ def plot_summary(rows: list[dict], path: Path) -> Path:
 
 def write_summary(out: Path, cells: list[dict], bench, *, plot: bool = True) -> dict:
     """Write benchmark.md / benchmark.json (and benchmark.png); returns the JSON dict plus ``markdown``."""
-    from .benchmark import _write_json
-
     rows = aggregate(cells, list(bench.methods), list(bench.scenarios))
     markdown = to_markdown(rows, bench)
     summary = {
-        "settings": json.loads((out / "benchmark_settings.json").read_text(encoding="utf-8")),
+        "settings": read_json(out / SETTINGS_FILE),
         "methods": list(bench.methods), "scenarios": list(bench.scenarios), "seeds": list(bench.seeds),
         "environment": _environment(bench),
         "rows": rows,
     }
-    _write_json(out / SUMMARY_JSON, summary)
+    write_json(out / SUMMARY_JSON, summary)
     (out / SUMMARY_MARKDOWN).write_text(markdown, encoding="utf-8")
     if plot:
         try:
@@ -166,12 +169,6 @@ def write_summary(out: Path, cells: list[dict], bench, *, plot: bool = True) -> 
 
 
 def _environment(bench) -> dict:
-    import os
-    import platform
-
-    import torch
-    import transformers
-
     return {
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
