@@ -18,6 +18,7 @@ from .config import fields_set_on_command_line
 from .data import load_image_dataset
 from .errors import ConfigError, DataError
 from .forget import ForgetSpec, read_ids_file
+from .training import ARCHITECTURES
 
 
 @dataclass
@@ -52,6 +53,10 @@ class ModelArguments:
     trust_remote_code: bool = field(
         default=False, metadata={"help": "Run model code shipped in the checkpoint's repository."}
     )
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ConfigError(f"--architecture {self.architecture!r} is not one of {', '.join(ARCHITECTURES)}.")
 
 
 @dataclass

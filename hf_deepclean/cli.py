@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 
 from .errors import USER_ERRORS
@@ -15,6 +16,7 @@ COMMANDS = {
     "train": "Train the original model (or the gold model on D_r with --gold).",
     "unlearn": "Forget part of the training data with DeepClean (or a baseline with --method).",
     "evaluate": "Evaluate an unlearned model against the gold and original models.",
+    "audit": "Judge an unlearning method against a population of retrains (the NeurIPS 2023 forget score).",
     "sweep": "Reset-only sensitivity sweep over fractions or thresholds from one Fisher pass.",
     "benchmark": "Compare unlearning methods across scenarios, models and seeds.",
     "push": "Push an unlearned model folder and its model card to the Hub.",
@@ -49,6 +51,23 @@ def end_distributed_run() -> None:
         dist.destroy_process_group()
 
 
+# Libraries that log every HTTP request at INFO (a push would print one line per request).
+QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "huggingface_hub.utils._http", "filelock", "fsspec")
+
+
+def configure_output() -> None:
+    """Logging and progress bars for a command line run: INFO from the main process only (``accelerate launch``
+    sets ``RANK``; every rank printing the same lines is noise), no per-request HTTP logs, and progress bars only
+    on a terminal (tqdm's carriage returns make one endless line in a log file; the INFO lines say what ran)."""
+    main_process = os.environ.get("RANK", "0") in ("", "0")
+    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_DISABLE", "1")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -58,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"error: unknown command {command!r}.\n\n{_usage()}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_output()
     debug = _pop_debug_flag(rest)
     try:  # imported on demand: a command's libraries (transformers' Trainer) take ~6 s to import, --help 0.03 s
         module = importlib.import_module(f"hf_deepclean.commands.{command}")

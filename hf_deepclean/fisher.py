@@ -20,6 +20,7 @@ duplicates), and one all-reduce adds the float64 totals and the counts.
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import contextmanager
@@ -433,4 +434,10 @@ def compute_fishers(model: torch.nn.Module, forget, retain, config, *, accelerat
         chunk_size=config.fisher_chunk_size,
         show_progress=not config.disable_tqdm,
     )
-    return fisher_diagonal(model, forget, **common), fisher_diagonal(model, retain, **common)
+    start = time.perf_counter()
+    fishers = fisher_diagonal(model, forget, **common), fisher_diagonal(model, retain, **common)
+    logger.info("Fisher diagonals (%s) on %d forget and %d retain samples%s: %.1f s.", config.fisher_estimator,
+                len(forget), len(retain),
+                f" (at most {config.fisher_max_samples} each)" if config.fisher_max_samples else "",
+                time.perf_counter() - start)
+    return fishers

@@ -10,13 +10,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import logging
 import numbers
 import os
+import re
 import secrets
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -152,6 +155,36 @@ def _push_error(err: BaseException, stage: str, repo_id: str, where: str, secret
     )
 
 
+_USAGE_PLACEHOLDER = re.compile(r'from_pretrained\("<your-namespace>/[^"]*"\)')
+
+
+def card_for_repo(card_path: Path, repo_id: str) -> str | None:
+    """The card's text with its usage line naming ``repo_id`` (a card written before the push says
+    ``<your-namespace>/...``); None when it names no placeholder (a card of the user's own, left as it is)."""
+    text = card_path.read_text(encoding="utf-8")
+    if not _USAGE_PLACEHOLDER.search(text):
+        return None
+    return _USAGE_PLACEHOLDER.sub(f'from_pretrained("{repo_id}")', text)
+
+
+@contextlib.contextmanager
+def _with_card(folder: Path, files: list[str], card: str | None):
+    """``folder`` itself, or (when the card must name its repo) a staging folder of links to ``files`` with the
+    rewritten card, so that the push stays one commit and the user's folder is left as it is."""
+    if card is None:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="hf_deepclean_push_") as staging:
+        for name in files:
+            target = Path(staging) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if name == MODEL_CARD_NAME:
+                target.write_text(card, encoding="utf-8")
+            else:
+                target.symlink_to((folder / name).resolve())
+        yield Path(staging)
+
+
 def push_unlearned_model(
     output_dir: str | os.PathLike,
     repo_id: str,
@@ -194,7 +227,8 @@ def push_unlearned_model(
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         missing.append(" or ".join(WEIGHT_FILES[:3]))
     if require_card and not (folder / MODEL_CARD_NAME).is_file():
-        missing.append(f"{MODEL_CARD_NAME} (write it with hf_deepclean.hub.write_model_card(output_dir, record))")
+        missing.append(f"{MODEL_CARD_NAME}, the model card (`hf-deepclean unlearn` and `hf-deepclean evaluate` write "
+                       "it; for a folder of your own, hf_deepclean.modelcard.write_model_card(output_dir, record))")
     if missing:
         raise HubPushError(f"output_dir {str(folder)!r} is missing {', '.join(missing)}; nothing was pushed.")
     card_path = folder / MODEL_CARD_NAME
@@ -225,13 +259,15 @@ def push_unlearned_model(
         if overwrite and private and api.model_info(repo_url.repo_id).private is False:
             logger.warning("Repo %s already exists and is public; pushing keeps it public.", repo_id)
         logger.info("Pushing %d files from %s to %s (private=%s)", len(files), folder, repo_url, private)
-        api.upload_folder(
-            repo_id=repo_url.repo_id,
-            folder_path=folder,
-            commit_message=commit_message,
-            ignore_patterns=list(ignore_patterns),  # upload_folder extends the list in place
-            delete_patterns=["*"] if overwrite else None,
-        )
+        card = card_for_repo(card_path, repo_url.repo_id) if card_path.is_file() else None
+        with _with_card(folder, files, card) as upload_from:
+            api.upload_folder(
+                repo_id=repo_url.repo_id,
+                folder_path=upload_from,
+                commit_message=commit_message,
+                ignore_patterns=list(ignore_patterns),  # upload_folder extends the list in place
+                delete_patterns=["*"] if overwrite else None,
+            )
     except Exception as err:  # noqa: BLE001
         raise _push_error(err, "upload", repo_id, where, secret) from err
     return str(repo_url)

@@ -8,15 +8,19 @@ with :func:`collate_fn`.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Mapping, Sequence
 
+import datasets
 import numpy as np
 import torch
+from PIL import ExifTags, Image, ImageOps
 from transformers import AutoImageProcessor
 
 from ._compat import PilViTImageProcessor
 from .data import IMAGE_COLUMN, LABEL_COLUMN
+from .errors import DataError
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +38,40 @@ def load_image_processor(model_name_or_path: str | None, image_size: int = 16):
     )
 
 
+def open_image(image) -> Image.Image:
+    """A PIL image from a decoded image or an undecoded ``datasets.Image`` value (``{"bytes", "path"}``).
+
+    Decoding here rather than inside ``datasets`` lets a damaged file (a truncated PNG, say) stop the run with
+    one line that names it, instead of a traceback from deep in the data loader that never does."""
+    if isinstance(image, Image.Image):
+        return image
+    path, data = image.get("path"), image.get("bytes")
+    try:
+        opened = Image.open(io.BytesIO(data) if data is not None else path)
+        opened.load()
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL's errors for damaged or unknown files
+        where = path or "an image stored in the dataset"
+        raise DataError(f"Cannot read image {where} ({' '.join(str(exc).split())}): remove or replace it, then "
+                        "run again.") from None
+    if opened.getexif().get(ExifTags.Base.Orientation) is not None:  # as datasets' own decoding does
+        opened = ImageOps.exif_transpose(opened)
+    return opened
+
+
 def pixel_values(images: Sequence, image_processor) -> torch.Tensor:
-    """Raw PIL images (any mode) -> the processor's ``pixel_values`` tensor: the package's one image transform."""
-    return torch.as_tensor(image_processor([img.convert("RGB") for img in images], return_tensors="pt")["pixel_values"])
+    """Raw images (PIL, any mode, or undecoded ``datasets`` values) -> the processor's ``pixel_values`` tensor:
+    the package's one image transform."""
+    rgb = [open_image(img).convert("RGB") for img in images]
+    return torch.as_tensor(image_processor(rgb, return_tensors="pt")["pixel_values"])
+
+
+def undecoded(dataset):
+    """``dataset`` with its ``image`` column left undecoded (:func:`open_image` decodes it), when it is an Image
+    feature; a metadata change, the data is not copied."""
+    feature = getattr(dataset, "features", {}).get(IMAGE_COLUMN)
+    if isinstance(feature, datasets.Image) and feature.decode:
+        return dataset.cast_column(IMAGE_COLUMN, datasets.Image(decode=False))
+    return dataset
 
 
 def with_image_transform(dataset, image_processor):
@@ -45,7 +80,7 @@ def with_image_transform(dataset, image_processor):
     def transform(batch: dict) -> dict:
         return {"pixel_values": pixel_values(batch[IMAGE_COLUMN], image_processor), LABEL_COLUMN: batch[LABEL_COLUMN]}
 
-    return dataset.with_transform(transform)
+    return undecoded(dataset).with_transform(transform)
 
 
 def model_inputs(dataset, image_processor=None):
@@ -94,6 +129,7 @@ class TensorImageDataset(torch.utils.data.Dataset):
         if isinstance(dataset, cls):
             return dataset
         chunks, labels = [], []
+        dataset = undecoded(dataset)
         for start in range(0, len(dataset), batch_size):
             batch = dataset[start : start + batch_size]
             chunks.append(pixel_values(batch[IMAGE_COLUMN], image_processor))

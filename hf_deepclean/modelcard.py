@@ -18,6 +18,8 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .evaluation.report import class_list
+
 TEMPLATE_PATH = Path(__file__).parent / "templates" / "modelcard_template.md"
 MODEL_CARD_NAME = "README.md"
 
@@ -124,11 +126,13 @@ def _metrics(record: Mapping[str, Any], dataset_type: str, dataset_name: str) ->
     return rows, results
 
 
-def _selection_rows(selection: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _selection_rows(selection: Mapping[str, Any], requested: Any = None) -> list[tuple[str, str]]:
+    """``requested``: the top_fraction asked for (``auto`` when the run searched for the one it used)."""
     count, fraction = _fmt(selection.get("num_selected")), selection.get("selected_fraction")
+    used = _fmt(selection.get("top_fraction"), ".4g")
     return [
         ("Threshold gamma", _fmt(selection.get("threshold"), ".4g")),
-        ("Top fraction requested", _fmt(selection.get("top_fraction"), ".4g")),
+        ("Top fraction", f"{used} (chosen by top_fraction=auto)" if requested == "auto" else used),
         ("Weights updated", f"{count} ({fraction:.4%} of all weights)" if _real(fraction) else count),
     ]
 
@@ -172,7 +176,7 @@ def render_model_card(record: Mapping[str, Any]) -> ModelCard:
     labels = forget_in.get("labels")
     labels = labels.tolist() if hasattr(labels, "tolist") else labels  # numpy array / tensor of class ids
     if isinstance(labels, (list, tuple, set)):  # class names or ids are not secret: show them all
-        labels = ", ".join(str(label) for label in labels) or None
+        labels = class_list(list(labels), forget_in.get("label_names")) or None
     forget = {  # whitelisted fields only
         "size": _fmt(forget_in.get("size")),
         "kind": forget_in.get("kind") or ("labels" if labels else "unknown"),
@@ -201,7 +205,8 @@ def render_model_card(record: Mapping[str, Any]) -> ModelCard:
         "repo_id": repo_id or f"<your-namespace>/{model_name}",
         "dataset_display": f"{dataset_name} (built-in, scikit-learn digits)" if dataset == "digits" else dataset_name,
         "forget": forget,
-        "selection_rows": _selection_rows(dict(record.get("selection") or {})),
+        "selection_rows": _selection_rows(dict(record.get("selection") or {}),
+                                          dict(record.get("hyperparameters") or {}).get("top_fraction")),
         "hyperparameter_rows": _hyperparameter_rows(dict(record.get("hyperparameters") or {})),
         "metric_rows": metric_rows,
         "has_gold": bool(gold),

@@ -33,7 +33,9 @@ ARCHITECTURES = ("vit", "resnet", "convnext", "deit", "swin")
 
 def tiny_model_config(architecture: str, num_labels: int, image_size: int = 16):
     """A small config that trains in seconds on CPU; the ViT is the embedded default."""
-    common = dict(num_labels=num_labels, num_channels=3)
+    # architectures names the head: AutoModelForImageClassification maps DeiT to two heads and needs it to choose
+    head = {"vit": "ViT", "deit": "DeiT", "resnet": "ResNet", "convnext": "ConvNext", "swin": "Swin"}.get(architecture)
+    common = dict(num_labels=num_labels, num_channels=3, architectures=[f"{head}ForImageClassification"])
     if architecture == "vit":
         # 4 layers, width 64, patch 4: ~98 % test accuracy on 16x16 digits in a prototype.
         return tf.ViTConfig(image_size=image_size, patch_size=4, hidden_size=64, num_hidden_layers=4,
@@ -45,7 +47,9 @@ def tiny_model_config(architecture: str, num_labels: int, image_size: int = 16):
         return tf.ResNetConfig(embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="basic",
                                downsample_in_first_stage=False, **common)
     if architecture == "convnext":
-        return tf.ConvNextConfig(patch_size=2, hidden_sizes=[16, 32], depths=[1, 1], image_size=image_size, **common)
+        # num_stages must match the two stages given (the default, 4, indexes past them)
+        return tf.ConvNextConfig(patch_size=2, num_stages=2, hidden_sizes=[16, 32], depths=[1, 1],
+                                 image_size=image_size, **common)
     if architecture == "swin":
         return tf.SwinConfig(image_size=image_size, patch_size=2, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
                              window_size=4, **common)

@@ -228,6 +228,25 @@ def test_model_card_without_gold_or_original():
     assert data.eval_results[0].metric_value == 0.9 and "ssd" in data.tags
 
 
+def test_model_card_names_classes_and_says_auto_chose_the_fraction():
+    """issue 23: the card said "classes 8" (not "triangle") and "Top fraction requested | 0.005" beside
+    "top_fraction | auto"."""
+    from hf_deepclean.evaluation import UnlearningReport
+
+    report = {"method": "deepclean", "scenario": "class",
+              "forget": {"size": 40, "labels": [8], "label_names": ["triangle"], "kind": "labels"},
+              "metrics": {"test_accuracy": 0.9},
+              "selection": {"threshold": 2.5, "top_fraction": 0.005, "selected_fraction": 0.005, "num_selected": 19}}
+    record = record_from_report(report, dataset="./shapes", hyperparameters={"top_fraction": "auto"})
+    text = str(render_model_card(record))
+    assert "| Forgotten classes | 8 (triangle) |" in text
+    assert "| Top fraction | 0.005 (chosen by top_fraction=auto) |" in text and "requested" not in text
+    assert "| top_fraction | auto |" in text
+    assert "classes 8 (triangle)" in UnlearningReport.from_dict(report).to_markdown()
+    fixed = record_from_report(report, hyperparameters={"top_fraction": 0.005})
+    assert "| Top fraction | 0.005 |" in str(render_model_card(fixed))
+
+
 def test_write_model_card_is_atomic(tmp_path):
     path = write_model_card(tmp_path / "new", _record())
     assert path == tmp_path / "new" / "README.md"
@@ -249,6 +268,9 @@ def test_push_then_reload_with_transformers_and_modelcard(hub, model_dir, caplog
     assert repo.private is True and hub.state.create_requests[-1]["visibility"] == "private"
     expected = [".gitattributes", "README.md", "config.json", "model.safetensors", "unlearning_report.json"]
     assert sorted(repo.files) == expected
+    # the pushed card names the repo it is in; the local one keeps its placeholder (nothing local touched)
+    assert f'from_pretrained("{REPO}")' in repo.files["README.md"].decode()
+    assert "<your-namespace>" in (model_dir / "README.md").read_text()
     for path, content in repo.files.items():
         for secret in FORGET_IDS + [GOOD_TOKEN]:
             assert secret.encode() not in content, f"{secret} leaked in {path}"

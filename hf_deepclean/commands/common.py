@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments
-from ..data import label_maps
+from ..data import class_names, label_maps
 from ..errors import DataError
 from ..forget import ForgetSpec, apply_label_noise, forget_indices, split_forget_retain
 from ..hub import forget_fingerprint
@@ -96,6 +96,9 @@ def forget_record(data: RunData, salt: str) -> dict:
     labels = sorted({int(v) for v in data.forget["label"]}) if spec.kind == "labels" else None
     record = {"size": len(data.forget), "kind": spec.kind, "labels": labels,
               "fingerprint": forget_fingerprint(values, salt)}
+    if labels is not None:
+        names = class_names(data.train)
+        record["label_names"] = [names[i] for i in labels]
     if spec.ids is not None:  # counts only: the ids are what the request wants gone
         present = {str(v) for v in data.train[spec.id_column]}
         requested = {str(v) for v in spec.ids}

@@ -45,6 +45,16 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
+def class_list(labels, names=None) -> str:
+    """``8 (triangle), 9 (star)``: class ids with the dataset's names where they say more than the id."""
+    names = list(names or [])
+    shown = []
+    for i, label in enumerate(labels):
+        name = str(names[i]) if i < len(names) else None
+        shown.append(f"{label} ({name})" if name not in (None, "", str(label)) else str(label))
+    return ", ".join(shown)
+
+
 def _real(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -68,7 +78,8 @@ class UnlearningReport:
     Attributes:
         method: Unlearning method (``deepclean``, ``ssd``, ...).
         scenario: ``class``, ``random``, ``samples`` or ``noisy_labels``.
-        forget: ``size``, ``labels`` (class ids for class forgetting), ``fingerprint``, ``kind``.
+        forget: ``size``, ``labels`` (class ids for class forgetting) and ``label_names`` (their names),
+            ``fingerprint``, ``kind``.
         metrics: The unlearned model's ``retain_accuracy``, ``forget_accuracy``, ``test_accuracy``,
             ``mia_loss_lr``, ``mia_efficacy`` (fractions in [0, 1]); for class forgetting also
             ``test_forget_class_accuracy`` and ``test_other_accuracy``.
@@ -137,7 +148,7 @@ class UnlearningReport:
         forget = self.forget or {}
         what = f"Forget set: {forget.get('size', '?')} samples"
         if forget.get("labels") not in (None, []):
-            what += f", classes {', '.join(str(v) for v in forget['labels'])}"
+            what += f", classes {class_list(forget['labels'], forget.get('label_names'))}"
         if forget.get("fingerprint"):
             what += f", fingerprint `{forget['fingerprint']}`"
         lines += [what + ".", ""]
