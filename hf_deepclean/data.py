@@ -110,6 +110,8 @@ def load_image_dataset(
             f"Split {train_split!r} not found in dataset {dataset_name or 'digits'!r}; available: {sorted(raw)}. "
             "Pass one of them with --train_split."
         )
+    if label_column is None:
+        raw = with_folder_labels(raw)
     train = raw[train_split]
     if test_split is None:
         test_split = next((s for s in ("test", "validation", "valid", "val") if s in raw and s != train_split), None)
@@ -124,8 +126,7 @@ def load_image_dataset(
             "that holds the training samples."
         )
     if test_split is not None:
-        test = _canonical(raw[test_split], image_col, label_col)
-        test = test.cast_column(LABEL_COLUMN, train.features[LABEL_COLUMN])
+        test = _canonical(raw[test_split], image_col, label_col, classes=train.features[LABEL_COLUMN])
     else:
         fraction = 0.15 if train_val_split is None else train_val_split
         if not 0.0 < fraction < 1.0:
@@ -219,21 +220,63 @@ def resolve_columns(dataset, image_column: str | None = None, label_column: str 
     return image_column, label_column
 
 
-def _canonical(dataset, image_column: str, label_column: str):
-    """Rename to ``image``/``label`` and make ``label`` a ClassLabel."""
+def with_folder_labels(raw: datasets.DatasetDict) -> datasets.DatasetDict:
+    """Image folders whose ``metadata.csv`` (e.g. ``file_name,sample_id`` for forgetting by id) made ``datasets``
+    drop the labels of the class folders get them back: a ``label`` ClassLabel named after each image's folder
+    (sorted names, shared by every split), when no split has a label column of its own."""
+    if any(_label_candidates(split.features) for split in raw.values()):
+        return raw
+    folders = {}
+    for name, split in raw.items():
+        feature = split.features.get(IMAGE_COLUMN)
+        if not isinstance(feature, datasets.Image):
+            return raw
+        paths = [value.get("path") for value in split.cast_column(IMAGE_COLUMN, datasets.Image(decode=False))[IMAGE_COLUMN]]
+        if not paths or any(not p for p in paths):
+            return raw
+        folders[name] = [Path(p).parent.name for p in paths]
+    names = sorted({folder for values in folders.values() for folder in values})
+    if len(names) < 2:
+        return raw
+    classes = datasets.ClassLabel(names=names)
+    logger.info("Labels from the image folders (%s): the metadata file has no label column.", ", ".join(names))
+    return datasets.DatasetDict({
+        name: split.add_column(LABEL_COLUMN, [classes.str2int(f) for f in folders[name]]).cast_column(LABEL_COLUMN, classes)
+        for name, split in raw.items()
+    })
+
+
+def _label_candidates(features) -> list[str]:
+    return [c for c, f in features.items() if isinstance(f, datasets.ClassLabel)] + [
+        c for c in _LABEL_CANDIDATES if c in features]
+
+
+def _canonical(dataset, image_column: str, label_column: str, classes: datasets.ClassLabel | None = None):
+    """Rename to ``image``/``label`` and make ``label`` a ClassLabel: ``classes`` when given (a test split takes
+    the training split's), else its own; string labels become classes in sorted order."""
     for wanted, actual in ((IMAGE_COLUMN, image_column), (LABEL_COLUMN, label_column)):
         if actual != wanted and wanted in dataset.column_names:
             dataset = dataset.remove_columns(wanted)
         if actual != wanted:
             dataset = dataset.rename_column(actual, wanted)
     feature = dataset.features[LABEL_COLUMN]
+    dtype = getattr(feature, "dtype", None)
+    if str(dtype) in ("string", "large_string"):
+        values = sorted({str(v) for v in dataset[LABEL_COLUMN]})
+        target = classes or datasets.ClassLabel(names=values)
+        unknown = [v for v in values if v not in target.names]
+        if unknown:
+            raise DataError(f"Label column {label_column!r} of the test split holds {len(unknown)} classes the training "
+                            f"split does not have (e.g. {unknown[0]!r}); use one set of classes for both splits.")
+        return dataset.cast_column(LABEL_COLUMN, target)
+    if classes is not None:
+        return dataset.cast_column(LABEL_COLUMN, classes)
     if isinstance(feature, datasets.ClassLabel):
         return dataset
-    dtype = getattr(feature, "dtype", None)
     if dtype is None or not str(dtype).startswith(("int", "uint")):
         raise DataError(
-            f"Label column {label_column!r} has type {dtype or type(feature).__name__}; labels must be integers or a "
-            "ClassLabel. Encode string labels first, e.g. dataset.class_encode_column(column)."
+            f"Label column {label_column!r} has type {dtype or type(feature).__name__}; labels must be integers, "
+            "strings (class names) or a ClassLabel."
         )
     values = np.asarray(dataset[LABEL_COLUMN])
     if len(values) and values.min() < 0:

@@ -203,10 +203,13 @@ def test_local_formats_and_renamed_columns(tmp_path):
     images = load_image_dataset(train_dir=str(folder), train_val_split=0.5)
     assert images["train"].features["label"].names == ["class0", "class1"]
 
-    strings = datasets.Dataset.from_dict({"image": [_toy(1)[0]["image"]] * 2, "label": ["a", "b"]})
-    strings.save_to_disk(str(tmp_path / "strings"))
-    with pytest.raises(DataError, match="labels must be integers or a ClassLabel"):
-        load_image_dataset(str(tmp_path / "strings"))
+    strings = datasets.Dataset.from_dict({"image": [_toy(1)[0]["image"]] * 4, "label": ["b", "a"] * 2})
+    strings.save_to_disk(str(tmp_path / "strings"))  # class names as strings: classes in sorted order
+    assert load_image_dataset(str(tmp_path / "strings"), train_val_split=0.5)["train"].features["label"].names == ["a", "b"]
+    floats = datasets.Dataset.from_dict({"image": [_toy(1)[0]["image"]] * 2, "label": [0.5, 1.5]})
+    floats.save_to_disk(str(tmp_path / "floats"))
+    with pytest.raises(DataError, match="labels must be integers, strings"):
+        load_image_dataset(str(tmp_path / "floats"))
 
 
 def test_hub_name_offline_says_how_to_pass_a_local_copy(monkeypatch):

@@ -136,6 +136,11 @@ def ws(tmp_path_factory, digits, image_processor):
         {"image": [digits["train"][i]["image"] for i in range(8)], "label": ["cat", "dog"] * 4}
     ).save_to_disk(str(ns.string_labels))
 
+    ns.float_labels = root / "float_labels_ds"
+    datasets.Dataset.from_dict(
+        {"image": [digits["train"][i]["image"] for i in range(8)], "label": [0.5, 1.5] * 4}
+    ).save_to_disk(str(ns.float_labels))
+
     ns.ids_unknown = root / "ids_unknown.txt"
     ns.ids_unknown.write_text(f"{ns.custom_ids[0]}\nNO-SUCH-ID-42\n")
     ns.ids_binary = root / "ids_binary.txt"
@@ -170,7 +175,7 @@ BAD_INPUTS = {
     "unknown_split": (lambda ws, tmp: {"train_split": "trian"}, ["'trian'", "--train_split"]),
     "missing_image_column": (lambda ws, tmp: {"image_column": "photo"}, ["'photo'", "--image_column"]),
     "missing_label_column": (lambda ws, tmp: {"label_column": "klass"}, ["'klass'", "--label_column"]),
-    "string_labels": (lambda ws, tmp: {"dataset_name": ws.string_labels}, ["'label'", "string", "class_encode_column"]),
+    "float_labels": (lambda ws, tmp: {"dataset_name": ws.float_labels}, ["'label'", "float", "strings (class names)"]),
     "empty_forget_set": (
         lambda ws, tmp: {"dataset_name": ws.custom, "model_name_or_path": ws.model4, "forget_labels": "three"},
         ["forget set is empty", "three"],
