@@ -71,6 +71,33 @@ def _interval_text(interval: Any) -> str:
     return f" [{_pct(interval[0], signed=True)}, {_pct(interval[1], signed=True)}]"
 
 
+def audit_markdown(audit: dict | None, *, has_gold: bool) -> str:
+    """The report's paragraph on the evidence against a population of retrains: the audit's own sentence and
+    scores, or, without an audit, what a comparison with one retrained model cannot show."""
+    if not audit:
+        compared = ("The deltas above compare with one retrained model" if has_gold
+                    else "No retrained model was compared here")
+        return (f"Evidence against a population of retrains: none. {compared}; how much retraining itself varies "
+                "from seed to seed is not measured, so a delta near 0 does not show by itself that the model forgot. "
+                "`hf-deepclean audit` measures it (N runs of the method against N retrains, the NeurIPS 2023 "
+                "unlearning competition's forget score); pass its folder as --audit_dir to carry it here.")
+    text = f"Evidence against a population of retrains (`hf-deepclean audit`): {audit.get('statement', '')}"
+    if _real(audit.get("final_score")):
+        text += f" Final score F x (RA_U/RA_R) x (TA_U/TA_R) = {audit['final_score']:.3f} (means over models)."
+    accuracy = audit.get("accuracy") or {}
+    parts = []
+    for split in ("retain", "test"):
+        u, r = (accuracy.get(pop, {}).get(split) or {} for pop in ("unlearned", "retrained"))
+        if all(_real(x.get(k)) for x in (u, r) for k in ("mean", "min", "max")):
+            parts.append(f"{split} {_pct(u['mean'])} [{_pct(u['min'])}, {_pct(u['max'])}] unlearned, "
+                         f"{_pct(r['mean'])} [{_pct(r['min'])}, {_pct(r['max'])}] retrained")
+    if parts:
+        text += " Accuracy, mean [min, max] over models in %: " + "; ".join(parts) + "."
+    if audit.get("method_overrides"):
+        text += f" The audit ran {audit.get('method')} with {json.dumps(audit['method_overrides'])}."
+    return text
+
+
 @dataclass
 class UnlearningReport:
     """What was forgotten, how, and the evidence: metrics of each model and their deltas to the gold model.
@@ -95,6 +122,9 @@ class UnlearningReport:
             (``loss_lr``, ``efficacy``) with their sample counts and ``noisy`` flags.
         notes: Caveats worth reading next to the numbers (noisy attacks, how non-members were chosen).
         config: How the evaluation ran (seed, batch size, sample counts).
+        audit: The summary of an audit of the same original and forget set (``hf-deepclean audit``,
+            :func:`hf_deepclean.audit.audit_record`): F against a population of retrains, the retrains' own
+            reference, the final score, the accuracies' spread and the audit's sentence; ``None`` without one.
     """
 
     method: str = "deepclean"
@@ -110,6 +140,7 @@ class UnlearningReport:
     mia: dict = field(default_factory=dict)
     notes: list = field(default_factory=list)
     config: dict = field(default_factory=dict)
+    audit: dict | None = None
 
     def to_dict(self) -> dict:
         """A JSON-safe dict with the keys of DESIGN.md (NaN becomes ``None``)."""
@@ -201,6 +232,7 @@ class UnlearningReport:
         timing = {k: v for k, v in (self.time_s or {}).items() if _real(v)}
         if timing:
             lines += ["", "Unlearning time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items()) + "."]
+        lines += ["", audit_markdown(self.audit, has_gold=bool(self.gold))]
         if self.notes:
             lines += ["", "Notes:", ""] + [f"- {note}" for note in self.notes]
         return "\n".join(lines) + "\n"
@@ -235,4 +267,4 @@ class UnlearningReport:
         return cls.from_dict(data)
 
 
-__all__ = ["CLASS_METRIC_KEYS", "METRIC_KEYS", "REPORT_JSON", "REPORT_MARKDOWN", "UnlearningReport"]
+__all__ = ["CLASS_METRIC_KEYS", "METRIC_KEYS", "REPORT_JSON", "REPORT_MARKDOWN", "UnlearningReport", "audit_markdown"]
