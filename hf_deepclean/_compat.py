@@ -12,6 +12,7 @@ import logging
 import warnings
 
 import torch
+from transformers.core_model_loading import revert_weight_conversion
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,26 @@ NORMALIZATION_TYPES: tuple[type, ...] = (torch.nn.LayerNorm, torch.nn.GroupNorm,
 # The multi-tensor kernels the masking uses (torch._foreach_*: private, stable since torch 1.x, checked on 2.13).
 foreach_mul_ = torch._foreach_mul_
 foreach_add_ = torch._foreach_add_
+
+
+def saved_names(model, names) -> dict[str, str]:
+    """Parameter name -> the key ``save_pretrained`` writes it under in ``model.safetensors``.
+
+    transformers 5 renames some weights when it saves them (a ViT's ``vit.layers.0.attention.k_proj`` is saved as
+    ``vit.encoder.layer.0.attention.attention.key``), through ``core_model_loading.revert_weight_conversion``, a
+    function of its internals. Pure renamings only: a conversion that merges or splits tensors keeps the name.
+    Checked on transformers 5.25.
+    """
+    out = {}
+    for name in names:
+        probe = torch.zeros(1)
+        try:
+            reverted = revert_weight_conversion(model, {name: probe})
+        except Exception:  # noqa: BLE001 - a converter that needs its sibling tensors: no renaming to report
+            reverted = {}
+        keys = [k for k, v in reverted.items() if v is probe]
+        out[name] = keys[0] if len(keys) == 1 and len(reverted) == 1 else name
+    return out
 
 
 def model_from_config(model_class: type, config):

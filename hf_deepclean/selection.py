@@ -338,8 +338,14 @@ class ParameterMask(Mapping):
         lines.append(f"{how}threshold={self.threshold}, eps={self.eps}")
         return "\n".join(lines)
 
-    def save(self, path: str | Path) -> None:
-        """Save as safetensors (bool tensors; threshold, top_fraction, eps in the metadata)."""
+    def save(self, path: str | Path, saved_names: Mapping[str, str] | None = None) -> None:
+        """Save as safetensors (bool tensors; threshold, top_fraction, eps in the metadata).
+
+        ``saved_names`` (parameter name -> its key in ``model.safetensors``, :func:`hf_deepclean._compat.saved_names`)
+        writes each mask under the key its weights are saved under, so that the mask and the saved model diff
+        key by key; :meth:`load` maps them back to the parameter names.
+        """
+        saved_names = dict(saved_names or {})
         metadata = {
             "format": _FORMAT,
             "threshold": json.dumps(self.threshold),
@@ -347,7 +353,9 @@ class ParameterMask(Mapping):
             "eps": json.dumps(self.eps),
             "names": json.dumps(self.names),  # safetensors sorts its keys; keep the model's order
         }
-        tensors = {n: m.detach().to("cpu", torch.bool).contiguous() for n, m in self._masks.items()}
+        if saved_names:
+            metadata["saved_names"] = json.dumps({n: saved_names.get(n, n) for n in self.names})
+        tensors = {saved_names.get(n, n): m.detach().to("cpu", torch.bool).contiguous() for n, m in self._masks.items()}
         save_file(tensors, str(path), metadata=metadata)
 
     @classmethod
@@ -358,7 +366,8 @@ class ParameterMask(Mapping):
             if metadata.get("format") != _FORMAT:
                 raise ValueError(f"{path} is not a ParameterMask file (metadata format={metadata.get('format')!r})")
             names = json.loads(metadata["names"]) if "names" in metadata else list(f.keys())
-            masks = {n: f.get_tensor(n) for n in names}
+            keys = json.loads(metadata.get("saved_names", "{}"))
+            masks = {n: f.get_tensor(keys.get(n, n)) for n in names}
 
         def meta(key):
             value = json.loads(metadata.get(key, "null"))

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification, Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
-from ._compat import BATCH_NORM_TYPES, fsdp2_wrappable, live_objects_frozen
+from ._compat import BATCH_NORM_TYPES, fsdp2_wrappable, live_objects_frozen, saved_names
 from .auto import AutoTopFraction
 from .budget import KeepBestValidationEpoch
 from .config import DeepCleanConfig
@@ -322,8 +322,9 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         if not self.is_world_process_zero():
             return
         output_dir.mkdir(parents=True, exist_ok=True)
-        if self.parameter_mask is not None:
-            self.parameter_mask.save(output_dir / MASK_FILE)
+        if self.parameter_mask is not None:  # under the keys of model.safetensors, so that the two diff key by key
+            model = self.accelerator.unwrap_model(self.model)
+            self.parameter_mask.save(output_dir / MASK_FILE, saved_names=saved_names(model, self.parameter_mask.names))
         if self.args.save_fisher and self.fisher_forget is not None:
             for name, fisher in ((FISHER_FORGET_FILE, self.fisher_forget), (FISHER_RETAIN_FILE, self.fisher_retain)):
                 save_file({k: v.detach().float().cpu().contiguous() for k, v in fisher.items()}, str(output_dir / name))

@@ -169,3 +169,12 @@ def test_every_advertised_architecture_trains_and_unlearns_through_the_cli(tmp_p
     assert not [w for w in caught if "performance drop" in str(w.message)]
     report = json.loads((tmp_path / "unlearned" / "unlearning_report.json").read_text())
     assert 0 < report["selection"]["selected_fraction"] <= 0.1 + 1e-9
+    # An auditor diffs the saved files: the mask is keyed like model.safetensors (transformers renames a ViT's or
+    # Swin's attention weights when saving) and every entry it leaves unselected is bit for bit the original's.
+    from safetensors.torch import load_file
+
+    before, after = load_file(original / "model.safetensors"), load_file(tmp_path / "unlearned" / "model.safetensors")
+    mask = load_file(tmp_path / "unlearned" / "_parameter_mask.safetensors")
+    assert set(mask) <= set(after) and sum(int(m.sum()) for m in mask.values()) > 0
+    for key, selected in mask.items():
+        assert torch.equal(before[key][~selected], after[key][~selected]), key
