@@ -155,6 +155,37 @@ def _timing_rows(time_s: Mapping[str, Any], gold_time: Any) -> list[tuple[str, s
     return rows
 
 
+def _accuracy_cell(accuracy: Mapping[str, Any], split: str) -> str:
+    cells = []
+    for pop in ("unlearned", "retrained"):
+        stats = dict(dict(accuracy.get(pop) or {}).get(split) or {})
+        if not all(_real(stats.get(k)) for k in ("mean", "min", "max")):
+            return "—"
+        cells.append(f"{stats['mean']:.4f} [{stats['min']:.4f}, {stats['max']:.4f}]")
+    return " / ".join(cells)
+
+
+def _audit_view(audit: Mapping[str, Any] | None) -> dict | None:
+    """The card's view of an audit (the report's ``audit``): its sentence and a few rows, or ``None``."""
+    if not audit:
+        return None
+    n, reference = audit.get("num_models"), dict(audit.get("reference") or {})
+    half = reference.get("num_models")
+    rows = [("F, unlearned vs retrained", f"{_fmt(audit.get('forget_score'), '.4f')} (N = {n} vs {n})")]
+    if _real(reference.get("retrained_vs_retrained")):
+        rows += [("F, retrains among themselves (reference)",
+                  f"{_fmt(reference['retrained_vs_retrained'], '.4f')} (N = {half} vs {half})"),
+                 ("F, unlearned vs the same retrains",
+                  f"{_fmt(reference.get('unlearned_vs_retrained'), '.4f')} (N = {half} vs {half})")]
+    rows.append(("Final score F x (RA_U/RA_R) x (TA_U/TA_R)", _fmt(audit.get("final_score"), ".4f")))
+    accuracy = dict(audit.get("accuracy") or {})
+    rows += [(f"{split.capitalize()} accuracy, unlearned / retrained: mean [min, max]", _accuracy_cell(accuracy, split))
+             for split in ("retain", "forget", "test")]
+    rows += [(f"Audited setting: {name}", value)
+             for name, value in _hyperparameter_rows(dict(audit.get("method_overrides") or {}))]
+    return {"statement": str(audit.get("statement") or ""), "rows": rows}
+
+
 def render_model_card(record: Mapping[str, Any]) -> ModelCard:
     """Render the unlearning record into a :class:`~huggingface_hub.ModelCard` (metadata + markdown).
 
@@ -212,6 +243,7 @@ def render_model_card(record: Mapping[str, Any]) -> ModelCard:
         "has_gold": bool(gold),
         "has_intervals": bool(gold) and bool(record.get("delta_intervals")),
         "has_original": bool(record.get("original")),
+        "audit": _audit_view(record.get("audit")),  # its sentence is text this package writes
         "timing_rows": _timing_rows(dict(record.get("time_s") or {}), gold.get("time_s")),
         "versions": list(dict(record.get("versions") or {}).items()) or _versions(),
         # The report's own notes (how auto chose, where the validation came from, caveats): text this
