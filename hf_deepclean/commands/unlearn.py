@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from accelerate import PartialState
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
+from ..audit import audit_record
 from ..auto import describe_auto
 from ..budget import describe_budget
 from ..config import DeepCleanConfig
@@ -20,8 +21,8 @@ from ..outputs import check_output_dir, run_folder
 from ..plots import save_plots
 from ..trainer import DeepCleanTrainer
 from ..training import read_train_summary, save_classifier
-from .common import (carve_validation, check_gold_model, check_inputs, declared_auto_kind, forget_record, forgets_mislabeled_samples,
-                     load_model_for, load_processor_for, load_run_data)
+from .common import (carve_validation, check_gold_model, check_inputs, declared_auto_kind, describe_forget_set, forget_record,
+                     forgets_mislabeled_samples, load_model_for, load_processor_for, load_run_data)
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class UnlearnScriptArguments:
     fingerprint_salt: Secret salt of the forget-set fingerprint (default: a new random one).
     eval_batch_size: Batch size of the evaluation passes.
     plots: Write the plots next to the report.
+    audit_dir: Folder of an ``hf-deepclean audit`` of this original and forget set, carried into the report and card.
     """
 
     gold_model: str | None = field(
@@ -52,6 +54,10 @@ class UnlearnScriptArguments:
     plots: bool = field(
         default=True, metadata={"help": "Write the plots (Fisher-ratio histogram, weights vs gamma, metrics); needs "
                                 "the plot extra (matplotlib)."}
+    )
+    audit_dir: str | None = field(
+        default=None, metadata={"help": "Folder of an `hf-deepclean audit` of this original and forget set: its "
+                                "evidence against a population of retrains goes into the report and the card."}
     )
 
 
@@ -71,6 +77,8 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
     state.wait_for_everyone()  # every rank has checked the folder before rank 0 creates it
     data = load_run_data(data_args, forget_args, seed=args.seed)
     check_gold_model(script_args.gold_model, data)
+    audit = audit_record(script_args.audit_dir, forget=describe_forget_set(data), method="deepclean",
+                         original=model_args.model_name_or_path) if script_args.audit_dir else None
     validation = source = None
     if args.top_fraction == "auto":
         args.auto_kind = declared_auto_kind(args.auto_kind, data)
@@ -115,6 +123,7 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
         if args.early_stopping_patience is not None:
             notes.append(describe_budget(stats, args, None if trainer.auto_sweep else source))
         report.notes = list(report.notes or []) + notes
+        report.audit = audit
         report.save(out)
         hyperparameters = {k: getattr(args, k) for k in (
             "threshold", "top_fraction", "fisher_estimator", "reset", "norm_policy", "num_train_epochs",
