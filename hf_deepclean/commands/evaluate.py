@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
+from ..audit import audit_record
 from ..evaluation import REPORT_JSON, evaluate_unlearning
 from ..outputs import check_output_dir, run_folder
 from ..plots import plot_metric_bars
 from ..training import read_train_summary
-from .common import check_gold_model, check_inputs, load_model_for, load_processor_for, load_run_data
+from .common import check_gold_model, check_inputs, describe_forget_set, load_model_for, load_processor_for, load_run_data
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ class EvaluateArguments:
     seed: Seed of the data split and of the attacks' subsampling and cross-validation.
     retain_sample_size: Evaluate D_r on this many seeded samples for speed (default: all).
     plots: Also write metrics_comparison.png (needs the plot extra).
+    audit_dir: Folder of an ``hf-deepclean audit`` of the same original and forget set, carried into the report.
     """
 
     gold_model: str | None = field(
@@ -50,6 +52,10 @@ class EvaluateArguments:
         default=None, metadata={"help": "Evaluate the retain set on this many seeded samples (default: all)."}
     )
     plots: bool = field(default=False, metadata={"help": "Also write metrics_comparison.png (pip install 'hf-deepclean[plot]')."})
+    audit_dir: str | None = field(
+        default=None, metadata={"help": "Folder of an `hf-deepclean audit` of the same original and forget set: its "
+                                "evidence against a population of retrains goes into the report."}
+    )
 
 
 def _read_json(path: Path) -> dict:
@@ -91,6 +97,9 @@ def run(argv: list[str]) -> int:
 
     # What the unlearn run recorded next to the model (method, mask, timings, fingerprint) and the gold's training time.
     previous = _read_json(Path(model_args.model_name_or_path) / REPORT_JSON)
+    method = eval_args.method or previous.get("method") or "deepclean"
+    audit = audit_record(eval_args.audit_dir, forget=describe_forget_set(data), method=method,
+                         original=eval_args.original_model) if eval_args.audit_dir else None
     gold_summary = read_train_summary(eval_args.gold_model)
     forget_info = {"kind": spec.kind}
     forget_info.update({k: v for k, v in (previous.get("forget") or {}).items() if k in ("fingerprint", "kind") and v})
@@ -103,7 +112,7 @@ def run(argv: list[str]) -> int:
             original_model=original,
             image_processor=processor,
             forget_labels=spec.labels if spec.kind == "labels" else None,
-            method=eval_args.method or previous.get("method") or "deepclean",
+            method=method,
             scenario=spec.scenario,
             forget_info=forget_info,
             selection=previous.get("selection"),
@@ -113,6 +122,7 @@ def run(argv: list[str]) -> int:
             seed=eval_args.seed,
             retain_sample_size=eval_args.retain_sample_size,
         )
+        report.audit = audit
         report.save(out)
         if eval_args.plots:
             plot_metric_bars(report, out / "metrics_comparison.png")
