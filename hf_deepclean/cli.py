@@ -14,7 +14,7 @@ from .errors import USER_ERRORS
 
 COMMANDS = {
     "train": "Train the original model (or the gold model on D_r with --gold).",
-    "unlearn": "Forget part of the training data with DeepClean (or a baseline with --method).",
+    "unlearn": "Forget part of the training data with DeepClean.",
     "evaluate": "Evaluate an unlearned model against the gold and original models.",
     "audit": "Judge an unlearning method against a population of retrains (the NeurIPS 2023 forget score).",
     "sweep": "Reset-only sensitivity sweep over fractions or thresholds from one Fisher pass.",

@@ -147,7 +147,12 @@ def _hyperparameter_rows(hyperparameters: Mapping[str, Any]) -> list[tuple[str, 
 
 
 def _timing_rows(time_s: Mapping[str, Any], gold_time: Any) -> list[tuple[str, str]]:
-    rows = [(f"Unlearning: {step}", _fmt(time_s.get(step), ".1f")) for step in ("fisher", "train", "total")]
+    auto = time_s.get("auto_search") is not None
+    steps = [("fisher", "Fisher pass"),
+             ("train", "masked fine-tunes (every top_fraction=auto attempt)" if auto else "masked fine-tune")]
+    if auto:
+        steps.append(("auto_search", "top_fraction=auto's reset-only sweep and verifications"))
+    rows = [(f"Unlearning: {label}", _fmt(time_s.get(step), ".1f")) for step, label in steps + [("total", "total")]]
     rows.append(("Gold retrain from scratch", _fmt(gold_time, ".1f")))
     total = time_s.get("total")
     if _real(total) and _real(gold_time) and total > 0:

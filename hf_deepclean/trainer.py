@@ -189,7 +189,9 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         search = AutoTopFraction(self.args, forget=self.forget_dataset, retain=self.train_dataset,
                                  validation=self.eval_dataset, log=self.log)
         self.auto_sweep = search.record
+        t0 = time.perf_counter()
         fraction = search.start(model, self.fisher_forget, self.fisher_retain)
+        search_time = time.perf_counter() - t0  # the reset-only sweep, then each verification
         # Kept in host memory (buffers included: selected BatchNorm layers update theirs), so a retry costs no
         # accelerator memory.
         original = ({k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
@@ -199,8 +201,11 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
             self.parameter_mask = self.select(top_fraction=fraction)
             output, seconds = self._masked_fine_tune(model, checkpoint, train_kwargs, fisher_time)
             train_time += seconds
+            t0 = time.perf_counter()
             fraction = search.after_fine_tune(model, fraction, seconds)
+            search_time += time.perf_counter() - t0
             if fraction is None:
+                self.unlearning_stats["auto_search_time_s"] = search_time
                 return output, train_time
             model.load_state_dict(original)
             self.optimizer, self.lr_scheduler, self.model_wrapped = None, None, self.model  # a fresh run, not a resume

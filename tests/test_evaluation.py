@@ -239,3 +239,20 @@ def test_dataloader_splits_count_samples_not_batches(untrained, small_test, imag
     assert report.forget["size"] == 50 and report.config["retain_evaluated"] == 50
     with pytest.raises(ValueError, match="DataLoader"):
         evaluate_unlearning(untrained, {"retain": loader, "forget": loader, "test": loader}, retain_sample_size=10)
+
+
+def test_a_retain_accuracy_drop_without_a_gold_model_is_said(models, caplog):
+    """issue 23: without a gold model a 13-point retain-accuracy drop passed without a word."""
+    from hf_deepclean.training import load_classifier
+
+    damaged = load_classifier(None, num_labels=10, architecture="resnet", seed=1)  # untrained: ~chance on D_r
+    splits = {"retain": models.retain, "forget": models.forget, "test": models.test}
+    with caplog.at_level("WARNING", logger="hf_deepclean.evaluation.core"):
+        report = evaluate_unlearning(damaged, splits, original_model=models.original, image_processor=models.processor)
+    (note,) = [n for n in report.notes if "no gold model says" in n]
+    assert "points under the original's" in note and "--gold_model" in note and note in caplog.text
+    with_gold = evaluate_unlearning(damaged, splits, original_model=models.original, gold_model=models.gold,
+                                    image_processor=models.processor)
+    assert not [n for n in with_gold.notes if "no gold model says" in n]  # the deltas to gold say it
+    fine = evaluate_unlearning(models.original, splits, original_model=models.original, image_processor=models.processor)
+    assert not [n for n in fine.notes if "no gold model says" in n]

@@ -501,7 +501,13 @@ def test_unlearn_auto_records_its_criterion_and_attempts(ws, tmp_path, capsys, c
     assert re.search(r"Fine-tuned: 0\.(05|3): ", notes), notes
     assert ("verified after the fine-tune" in notes) != ("NOT verified" in notes)
     assert not re.search(r"[^.]\.\.(?!\.)", notes), notes  # no doubled full stop (an ellipsis is fine)
-    assert "top_fraction=auto" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "top_fraction=auto" in card
+    # auto's total time broken down (issue 23): its sweep and verifications are their own line, not hidden in total
+    time_s = json.loads((out / "unlearning_report.json").read_text())["time_s"]
+    assert time_s["auto_search"] > 0
+    assert time_s["total"] >= time_s["fisher"] + time_s["train"] + time_s["auto_search"] - 1e-6
+    assert "top_fraction=auto's reset-only sweep and verifications" in card
 
 
 def test_the_budget_note_names_the_validation_split_once_when_auto_already_did():

@@ -115,7 +115,8 @@ def unlearn(model_args, data_args, forget_args, script_args, args: DeepCleanConf
             original_model=original, image_processor=processor, forget_labels=forget_info.get("labels"),
             method="deepclean", scenario=data.spec.scenario, forget_info=forget_info,
             selection={k: stats[k] for k in ("threshold", "top_fraction", "selected_fraction", "num_selected")},
-            time_s={"fisher": stats["fisher_time_s"], "train": stats["train_time_s"], "total": stats["total_time_s"]},
+            time_s={"fisher": stats["fisher_time_s"], "train": stats["train_time_s"], "total": stats["total_time_s"],
+                    **({"auto_search": stats["auto_search_time_s"]} if "auto_search_time_s" in stats else {})},
             gold_time_s=read_train_summary(script_args.gold_model).get("train_time_s"),
             batch_size=script_args.eval_batch_size, seed=args.seed,
         )

@@ -198,7 +198,7 @@ def evaluate_unlearning(
         selection=_selection_dict(selection),
         time_s=_time_dict(time_s),
         mia=mia,
-        notes=_notes(mia, class_ids, scenario),
+        notes=_notes(mia, class_ids, scenario) + _retain_drop_without_gold(metrics, original, gold),
         config={
             "seed": seed,
             "batch_size": batch_size,
@@ -211,6 +211,26 @@ def evaluate_unlearning(
         },
     )
     return report
+
+
+# Without a gold model nothing says what retraining would cost on D_r; past this drop under the original's, say so.
+RETAIN_DROP_WARNING = 0.05
+
+
+def _retain_drop_without_gold(metrics: Mapping, original: Mapping | None, gold: Mapping | None) -> list[str]:
+    """A note (and a warning) when, with no gold model to compare with, retain accuracy fell more than
+    :data:`RETAIN_DROP_WARNING` under the original model's: the model lost what it should keep, or retraining
+    would lose it too, and only a gold model (or an audit) can tell which."""
+    if gold is not None or original is None:
+        return []
+    before, after = original.get("retain_accuracy"), metrics.get("retain_accuracy")
+    if before is None or after is None or not np.isfinite(before - after) or before - after <= RETAIN_DROP_WARNING:
+        return []
+    note = (f"Retain accuracy {after:.3f} is {100 * (before - after):.1f} points under the original's {before:.3f}, "
+            "and no gold model says whether retraining without the forget set would lose as much: train one "
+            "(hf-deepclean train --gold) and pass --gold_model, or give the fine-tune more epochs.")
+    logger.warning(note)
+    return [note]
 
 
 def _notes(mia: Mapping, class_ids, scenario) -> list[str]:
