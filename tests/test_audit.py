@@ -180,3 +180,11 @@ def test_audit_end_to_end_resumes_and_refuses_other_settings(tmp_path, capsys):
     assert main([*common, "--forget_labels", "3"]) == 0
     report = json.loads((report_dir / REPORT_JSON).read_text(encoding="utf-8"))
     assert report["audit"]["statement"] == audit["statement"] and report["audit"]["num_models"] == 4
+
+    # unlearn --audit_dir: the card carries it.
+    unlearned = tmp_path / "unlearned"
+    assert main(["unlearn", "--model_name_or_path", str(original), "--forget_labels", "3", "--top_fraction", "0.15",
+                 "--max_steps", "2", "--fisher_max_samples", "64", "--plots", "false", "--audit_dir", str(out),
+                 "--output_dir", str(unlearned)]) == 0
+    card = (unlearned / "README.md").read_text(encoding="utf-8")
+    assert audit["statement"] in card.split("### Evidence against a population of retrains")[1]
