@@ -68,7 +68,9 @@ class DeepCleanConfig(TinyModelTrainingArguments):
     Args:
         threshold: gamma; weights with ``I_Df / (I_Dr + ratio_eps) > threshold`` are selected.
             Exactly one of ``threshold`` and ``top_fraction``.
-        top_fraction: Select the top fraction (0, 1] of the eligible weights by Fisher ratio, or ``"auto"``
+        top_fraction: Select the top fraction (0, 1] of the eligible weights by Fisher ratio, ``"assd"`` (the
+            parameter-free fraction of ASSD, :func:`hf_deepclean.selection.assd_fraction`, from the forget set's
+            share of the training data), or ``"auto"``
             (see :mod:`hf_deepclean.sweep`: the smallest fraction whose reset-only model forgets by a
             criterion that needs no gold model, verified after the fine-tune and raised to the next
             swept fraction while the fine-tuned model fails it; needs an ``eval_dataset``).
@@ -120,8 +122,9 @@ class DeepCleanConfig(TinyModelTrainingArguments):
     )
     top_fraction: str | None = field(
         default=None,
-        metadata={"help": "Select the top fraction (0, 1] of weights by Fisher ratio (e.g. 0.1 = 10%%), or 'auto': "
-                  "the smallest fraction whose reset-only model meets a no-gold criterion (needs an eval_dataset)."},
+        metadata={"help": "Select the top fraction (0, 1] of weights by Fisher ratio (e.g. 0.1 = 10%%); 'assd': ASSD's "
+                  "parameter-free fraction ln(1 + 100 |D_f|/|D|) %% from the forget set's share; or 'auto': the "
+                  "smallest fraction whose reset-only model meets a no-gold criterion (needs an eval_dataset)."},
     )
     auto_kind: str = field(
         default="infer",
@@ -223,11 +226,12 @@ class DeepCleanConfig(TinyModelTrainingArguments):
             raise ValueError(
                 f"Pass exactly one of threshold (got {self.threshold}) and top_fraction (got {self.top_fraction})."
             )
-        if self.top_fraction is not None and self.top_fraction != "auto":
+        if self.top_fraction is not None and self.top_fraction not in ("auto", "assd"):
             try:
                 self.top_fraction = float(self.top_fraction)
             except (TypeError, ValueError):
-                raise ValueError(f"top_fraction={self.top_fraction!r} must be a number in (0, 1] or 'auto'.") from None
+                raise ValueError(f"top_fraction={self.top_fraction!r} must be a number in (0, 1], 'auto' or "
+                                 "'assd'.") from None
             if not 0.0 < self.top_fraction <= 1.0:
                 raise ValueError(f"top_fraction={self.top_fraction} must be in (0, 1].")
         if self.threshold is not None and not self.threshold >= 0:

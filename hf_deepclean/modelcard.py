@@ -132,7 +132,7 @@ def _selection_rows(selection: Mapping[str, Any], requested: Any = None) -> list
     used = _fmt(selection.get("top_fraction"), ".4g")
     return [
         ("Threshold gamma", _fmt(selection.get("threshold"), ".4g")),
-        ("Top fraction", f"{used} (chosen by top_fraction=auto)" if requested == "auto" else used),
+        ("Top fraction", f"{used} (chosen by top_fraction={requested})" if requested in ("auto", "assd") else used),
         ("Weights updated", f"{count} ({fraction:.4%} of all weights)" if _real(fraction) else count),
     ]
 

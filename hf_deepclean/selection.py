@@ -31,6 +31,7 @@ _FORMAT = "hf_deepclean.ParameterMask"
 __all__ = [
     "DEFAULT_EPS",
     "ParameterMask",
+    "assd_fraction",
     "fisher_ratio",
     "excluded_parameters",
     "select_for_config",
@@ -179,6 +180,16 @@ def select_parameters(
     return ParameterMask(masks, threshold=effective, top_fraction=top_fraction, eps=eps)
 
 
+def assd_fraction(num_forget: int, num_train: int) -> float:
+    """The fraction of weights ASSD's parameter-free threshold selects (Schoepf, Foster, Brintrup, "Parameter-tuning-
+    free data entry error unlearning with adaptive selective synaptic dampening", arXiv 2402.10098): weights above
+    the ``100 - ln(1 + 100 |D_f| / |D|)``-th percentile of the Fisher ratio, i.e. the top ``ln(1 + 100 |D_f|/|D|)``
+    percent (1 % of the data forgotten: 0.69 % of the weights; 10 %: 2.40 %)."""
+    if not 0 < num_forget <= num_train:
+        raise ValueError(f"assd_fraction needs 0 < |D_f| ({num_forget}) <= |D| ({num_train}).")
+    return math.log1p(100.0 * num_forget / num_train) / 100.0
+
+
 def excluded_parameters(config, model: torch.nn.Module) -> list[str]:
     """The patterns a config keeps out of the selection: ``exclude_parameters``, and with
     ``norm_policy="exclude"`` every normalisation weight of ``model``."""
@@ -207,9 +218,9 @@ def select_for_config(
     """
     if threshold is None and top_fraction is None:
         threshold, top_fraction = config.threshold, config.top_fraction
-        if top_fraction == "auto":
-            raise ValueError("top_fraction='auto' is a search over fractions (hf_deepclean.auto), not a selection: "
-                             "pass the candidate's top_fraction.")
+        if top_fraction in ("auto", "assd"):
+            raise ValueError(f"top_fraction={top_fraction!r} is resolved by the trainer (a search, or the forget set's "
+                             "share of the data): pass the resulting top_fraction.")
     exclude = excluded_parameters(config, model)
     mask = select_parameters(fisher_forget, fisher_retain, threshold=threshold, top_fraction=top_fraction,
                              eps=config.ratio_eps, include=config.include_parameters, exclude=exclude or None)

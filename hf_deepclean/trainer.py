@@ -26,7 +26,7 @@ from .fisher import compute_fishers
 from .images import collate_fn, model_inputs
 from .masking import GradientMask, GradientMaskTrainerMixin, freeze_batchnorm_statistics, reset_selected_weights
 from .modelcard import record_from_report, write_model_card
-from .selection import ParameterMask, select_for_config
+from .selection import ParameterMask, assd_fraction, select_for_config
 from .sharding import BindMaskToShards, gather_unsharded
 from .training import accuracy_metrics
 
@@ -151,8 +151,14 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
     def select(self, top_fraction: float | None = None) -> ParameterMask:
         """The mask of privacy-sensitive weights from the two Fishers: the configured selection, or the top
         ``top_fraction`` with the configured exclusions (``top_fraction="auto"`` passes each candidate)."""
+        if top_fraction is None and self.args.top_fraction == "assd":
+            top_fraction = self.assd_fraction()
         return select_for_config(self.fisher_forget, self.fisher_retain, self.args,
                                  self.accelerator.unwrap_model(self.model), top_fraction=top_fraction)
+
+    def assd_fraction(self) -> float:
+        """``top_fraction="assd"``: ASSD's parameter-free fraction from |D_f| / |D|, D = D_f + D_r."""
+        return assd_fraction(len(self.forget_dataset), len(self.forget_dataset) + len(self.train_dataset))
 
     def unlearn(self, resume_from_checkpoint: str | bool | None = None, **train_kwargs):
         """Fisher -> selection -> reset -> masked fine-tune on D_r. Returns Trainer's TrainOutput.
@@ -227,7 +233,8 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
             "num_total": self.parameter_mask.num_total,
             "selected_fraction": self.parameter_mask.selected_fraction,
             "threshold": self.parameter_mask.threshold,
-            "top_fraction": self.auto_sweep["chosen"] if self.auto_sweep else self.args.top_fraction,
+            "top_fraction": (self.auto_sweep["chosen"] if self.auto_sweep else self.assd_fraction()
+                             if self.args.top_fraction == "assd" else self.args.top_fraction),
             "num_reset": num_reset,
             "fisher_time_s": fisher_time,
         }

@@ -199,3 +199,33 @@ def test_top_fraction_inf_threshold_when_nothing_selected():
     f = {"w": torch.ones(3)}
     mask = select_parameters(f, f, top_fraction=0.1)
     assert mask.num_selected == 0 and math.isinf(mask.threshold)
+
+
+def test_assd_fraction_is_the_papers_percentile():
+    from hf_deepclean.selection import assd_fraction
+
+    # the (100 - ln(1 + 100 |D_f|/|D|))-th percentile: the top ln(1 + 100 |D_f|/|D|) percent
+    assert assd_fraction(10, 1000) == pytest.approx(math.log(2) / 100)
+    assert assd_fraction(100, 1000) == pytest.approx(math.log(11) / 100)
+    assert assd_fraction(1000, 1000) == pytest.approx(math.log(101) / 100)
+    with pytest.raises(ValueError, match="assd_fraction"):
+        assd_fraction(0, 10)
+
+
+def test_trainer_resolves_top_fraction_assd_from_the_forget_share(tmp_path, digits, image_processor):
+    from hf_deepclean.config import DeepCleanConfig
+    from hf_deepclean.selection import assd_fraction
+    from hf_deepclean.trainer import DeepCleanTrainer
+    from hf_deepclean.training import load_classifier
+
+    model = load_classifier(None, num_labels=10, seed=0)
+    ones = {n: torch.rand_like(p) for n, p in model.named_parameters()}
+    args = DeepCleanConfig(output_dir=str(tmp_path / "out"), top_fraction="assd", use_cpu=True, disable_tqdm=True)
+    trainer = DeepCleanTrainer(model, args, train_dataset=digits["train"].select(range(30)),
+                               forget_dataset=digits["train"].select(range(30, 40)), processing_class=image_processor,
+                               fisher_forget=ones, fisher_retain={n: torch.ones_like(p) for n, p in ones.items()})
+    mask = trainer.select()
+    expected = assd_fraction(10, 40)
+    assert mask.top_fraction == pytest.approx(expected) and mask.num_selected == round(expected * mask.num_total)
+    with pytest.raises(ValueError, match="'auto', or 'assd'|'auto' or 'assd'"):
+        DeepCleanConfig(output_dir=str(tmp_path / "x"), top_fraction="sometimes")

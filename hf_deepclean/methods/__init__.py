@@ -20,6 +20,7 @@ changed in place (``retrain`` returns a new one).
 ``deepclean_none``      DeepClean without reset (masked fine-tune only)
 ``deepclean_batch``     DeepClean with the cheap batch Fisher estimator
 ``deepclean_fast``      DeepClean's ``preset="fast"``: batch Fisher on <= 512 samples, zero reset, 30 steps
+``deepclean_assd``      DeepClean with ASSD's parameter-free fraction (Schoepf et al. 2024): no gold, no sweep
 ======================  ==========================================================================
 """
 
@@ -104,6 +105,11 @@ METHODS: dict[str, UnlearningMethod] = {
             "deepclean_batch", deepclean.run, DeepCleanConfig,
             {**deepclean.DIGITS_DEFAULTS, **_QUIET, "fisher_estimator": "batch"},
             summary="DeepClean with the batch Fisher estimator.",
+        ),
+        UnlearningMethod(
+            "deepclean_assd", deepclean.run, DeepCleanConfig,
+            {**deepclean.DIGITS_DEFAULTS, **_QUIET, "top_fraction": "assd"},
+            summary="DeepClean with ASSD's parameter-free fraction, ln(1 + 100 |D_f|/|D|) % of the weights.",
         ),
         UnlearningMethod(
             "deepclean_fast", deepclean.run, DeepCleanConfig,
