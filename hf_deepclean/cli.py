@@ -60,8 +60,8 @@ def configure_output() -> None:
     sets ``RANK``; every rank printing the same lines is noise), no per-request HTTP logs, and progress bars only
     on a terminal (tqdm's carriage returns make one endless line in a log file; the INFO lines say what ran)."""
     main_process = os.environ.get("RANK", "0") in ("", "0")
-    logging.basicConfig(level=logging.INFO if main_process else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(logging.INFO if main_process else logging.WARNING)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     if not sys.stderr.isatty():
