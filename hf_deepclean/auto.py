@@ -38,7 +38,8 @@ import torch
 
 from .data import labels_of
 from .evaluation import collect_outputs, mia_loss_lr, seeded_subset
-from .sweep import DEFAULT_FRACTIONS, reset_sweep
+from .selection import DEFAULT_FRACTIONS
+from .sweep import reset_sweep
 
 logger = logging.getLogger(__name__)
 

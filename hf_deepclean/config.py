@@ -87,7 +87,9 @@ class DeepCleanConfig(TinyModelTrainingArguments):
         fisher_batch_size: Batch size of the Fisher pass.
         fisher_chunk_size: Samples per vmap call; bounds per-sample-gradient memory
             (``chunk x parameters x 4`` bytes).
-        fisher_max_samples: Use at most this many (seeded) samples per Fisher.
+        fisher_max_samples: Use at most this many (seeded) samples per Fisher, or ``"auto"`` (all of D_f; D_r until
+            the selection it implies is stable, see :func:`hf_deepclean.fisher.compute_fishers`).
+        fisher_stability, fisher_snapshot_samples: Settings of ``fisher_max_samples="auto"``.
         ratio_eps: Absolute eps of the ratio; keeps mathematically-zero gradients from being selected.
         reset: What selected weights become before the fine-tune: ``zero`` (the paper), ``init``
             (re-initialised as the model initialises them) or ``none``.
@@ -177,8 +179,16 @@ class DeepCleanConfig(TinyModelTrainingArguments):
     fisher_chunk_size: int = field(
         default=32, metadata={"help": "Samples per vmap call; per-sample gradients use chunk x params x 4 bytes."}
     )
-    fisher_max_samples: int | None = field(
-        default=None, metadata={"help": "Use at most this many (seeded) samples for each Fisher."}
+    fisher_max_samples: str | None = field(
+        default=None, metadata={"help": "Use at most this many (seeded) samples for each Fisher, or 'auto': all of "
+                                "D_f, and D_r until the selection it implies stops changing (--fisher_stability)."}
+    )
+    fisher_stability: float = field(
+        default=0.99, metadata={"help": "fisher_max_samples=auto: stop the D_r pass once the selections of two "
+                                "successive snapshots overlap this much (Jaccard), twice in a row."}
+    )
+    fisher_snapshot_samples: int = field(
+        default=256, metadata={"help": "fisher_max_samples=auto: D_r samples between two snapshots of the selection."}
     )
     ratio_eps: float = field(
         default=1e-12, metadata={"help": "Absolute eps in I_Df / (I_Dr + eps); zero-gradient weights stay unselected."}
@@ -247,8 +257,18 @@ class DeepCleanConfig(TinyModelTrainingArguments):
         for name in ("fisher_batch_size", "fisher_chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1.")
-        if self.fisher_max_samples is not None and self.fisher_max_samples < 1:
-            raise ValueError(f"fisher_max_samples={self.fisher_max_samples} must be >= 1 or unset.")
+        if self.fisher_max_samples not in (None, "auto"):
+            try:
+                self.fisher_max_samples = int(self.fisher_max_samples)
+            except (TypeError, ValueError):
+                raise ValueError(f"fisher_max_samples={self.fisher_max_samples!r} must be a whole number >= 1, 'auto' "
+                                 "or unset.") from None
+            if self.fisher_max_samples < 1:
+                raise ValueError(f"fisher_max_samples={self.fisher_max_samples} must be >= 1, 'auto' or unset.")
+        if not 0.0 < self.fisher_stability <= 1.0:
+            raise ValueError(f"fisher_stability={self.fisher_stability} must be in (0, 1] (a Jaccard index).")
+        if self.fisher_snapshot_samples < 1:
+            raise ValueError(f"fisher_snapshot_samples={self.fisher_snapshot_samples} must be >= 1.")
         if not self.ratio_eps >= 0:
             raise ValueError(f"ratio_eps={self.ratio_eps} must be >= 0.")
         if self.auto_kind not in AUTO_KINDS:

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ._compat import eager_attention, is_prepared_by_accelerate, quiet_vmap_fallback_warnings
 from .images import collate_fn as default_collate
+from .selection import StableSelection
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,8 @@ def _batch_size_of(batch: Mapping[str, torch.Tensor]) -> int:
     return int(batch["labels"].shape[0])
 
 
-def _make_loader(data, *, batch_size, collate_fn, max_samples, seed) -> tuple[Iterable, bool]:
+def _make_loader(data, *, batch_size, collate_fn, max_samples, seed, num_workers=0,
+                 seeded_order=False) -> tuple[Iterable, bool]:
     """A loader over at most ``max_samples`` seeded-random samples; second value: truncate while iterating."""
     generator = torch.Generator().manual_seed(seed)
     if isinstance(data, DataLoader):
@@ -89,11 +91,14 @@ def _make_loader(data, *, batch_size, collate_fn, max_samples, seed) -> tuple[It
         return loader, False
     collate_fn = collate_fn or default_collate
     if isinstance(data, IterableDataset) or not hasattr(data, "__getitem__"):
-        return DataLoader(data, batch_size=batch_size, collate_fn=collate_fn), max_samples is not None
-    if max_samples is not None and max_samples < len(data):
+        return DataLoader(data, batch_size=batch_size, collate_fn=collate_fn, num_workers=num_workers), \
+            max_samples is not None
+    if seeded_order:  # a pass that may stop early must see a random sample first, not the dataset's order
+        data = Subset(data, torch.randperm(len(data), generator=generator).tolist())
+    elif max_samples is not None and max_samples < len(data):
         indices = torch.randperm(len(data), generator=generator)[:max_samples].sort().values.tolist()
         data = Subset(data, indices)
-    return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_fn), False
+    return DataLoader(data, batch_size=batch_size, shuffle=False, collate_fn=collate_fn, num_workers=num_workers), False
 
 
 # ---------------------------------------------------------------------------------------
@@ -210,7 +215,7 @@ class _PerSampleAccumulator:
         while x.shape[0] - start >= self.step or (final and start < x.shape[0]):
             step = self.step
             self._run(x[start : start + step], y[start : start + step])
-            start += step
+            start = min(start + step, x.shape[0])  # a final partial chunk ends the pending samples exactly
         self._pending = [(x[start:], y[start:])] if start < x.shape[0] else []
         self._num_pending = x.shape[0] - start
 
@@ -253,6 +258,9 @@ def fisher_diagonal(
     show_progress: bool = True,
     parameter_names: Iterable[str] | None = None,
     method: str = "auto",
+    num_workers: int = 0,
+    stop_when: Callable[[dict[str, torch.Tensor], int], bool] | None = None,
+    snapshot_batches: int = 4,
 ) -> dict[str, torch.Tensor]:
     """Diagonal of the Fisher information of each trainable weight, averaged over ``data``.
 
@@ -288,6 +296,12 @@ def fisher_diagonal(
         method: ``"vmap"`` (torch.func per-sample gradients), ``"loop"`` (one backward per
             sample, the reference) or ``"auto"`` (vmap, falling back to the loop with a warning
             when the model cannot be vmapped). Ignored by the ``"batch"`` estimator.
+        num_workers: DataLoader worker processes for a dataset (as Trainer's ``dataloader_num_workers``).
+        stop_when: called every ``snapshot_batches`` batches (counted over all processes) with the running
+            mean Fisher (the same on every process) and the samples seen; True ends the pass there. The data is
+            then read in a seeded random order (``seed``), so the first snapshots are a random sample of it.
+            ``snapshot_batches`` is rounded up to a multiple of the process count, so the snapshots, and where the
+            pass stops, are those of one process whenever the count divides it.
 
     Returns:
         ``{name: tensor}`` with the Fisher diagonal of each trainable parameter, in ``dtype``,
@@ -323,7 +337,8 @@ def fisher_diagonal(
     largest = max(named.values(), key=lambda p: p.numel() if p.is_floating_point() else -1)
     input_dtype = largest.dtype if largest.is_floating_point() else None
 
-    loader, truncate = _make_loader(data, batch_size=batch_size, collate_fn=collate_fn, max_samples=max_samples, seed=seed)
+    loader, truncate = _make_loader(data, batch_size=batch_size, collate_fn=collate_fn, max_samples=max_samples,
+                                    seed=seed, num_workers=num_workers, seeded_order=stop_when is not None)
     restore_even_batches = None
     if accelerator is not None and not is_prepared_by_accelerate(loader):
         # default even_batches pads the last batches with repeated samples: wrong sums
@@ -336,6 +351,15 @@ def fisher_diagonal(
 
     totals = {n: torch.zeros_like(named[n], dtype=torch.float64) for n in names}
     count = 0
+    processes = accelerator.num_processes if accelerator is not None else 1
+    local_snapshot = -(-snapshot_batches // processes)  # each process's batches between two snapshots
+
+    def stop_here(batches: int, count_now: int) -> bool:
+        if stop_when is None or batches % local_snapshot:
+            return False
+        summed, samples = _reduced(totals, count_now, names, accelerator, device)
+        return bool(stop_when({n: (summed[n] / samples).to(dtype) for n in names}, samples))
+
     is_main = accelerator is None or accelerator.is_main_process
     progress = None
     if show_progress and is_main:
@@ -360,34 +384,47 @@ def fisher_diagonal(
                 count += 1
                 if progress is not None:
                     progress.update(1)
+                if stop_here(count, count):
+                    break
         else:
             accumulator = _PerSampleAccumulator(model, names, params, estimator, method, chunk_size, totals)
-            seen = 0
+            seen = batches = 0
             for batch in loader:
                 x, y = _to_device(batch, device, input_dtype, truncate, max_samples, seen)
                 if x is None:
                     break
                 accumulator.add(x, y)
-                seen += x.shape[0]
+                seen, batches = seen + x.shape[0], batches + 1
                 if progress is not None:
                     progress.update(1)
+                if stop_when is not None and batches % local_snapshot == 0:
+                    accumulator.finish()  # every sample seen so far in the totals
+                    if stop_here(batches, accumulator.count):
+                        break
             accumulator.finish()
             count = accumulator.count
     if progress is not None:
         progress.close()
 
-    if accelerator is not None and accelerator.num_processes > 1:
-        flat = torch.cat([totals[n].reshape(-1) for n in names] + [torch.tensor([float(count)], dtype=torch.float64, device=device)])
-        flat = accelerator.reduce(flat, reduction="sum")
-        count = int(round(flat[-1].item()))
-        offset = 0
-        for n in names:
-            size = totals[n].numel()
-            totals[n] = flat[offset : offset + size].view_as(totals[n])
-            offset += size
+    totals, count = _reduced(totals, count, names, accelerator, device)
     if count == 0:
         raise ValueError("fisher_diagonal got no samples: the data is empty")
     return {n: (totals[n] / count).to(dtype) for n in names}
+
+
+def _reduced(totals, count, names, accelerator, device):
+    """The float64 totals and the count summed over every process (one all-reduce); as they are on one."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return totals, count
+    flat = torch.cat([totals[n].reshape(-1) for n in names]
+                     + [torch.tensor([float(count)], dtype=torch.float64, device=device)])
+    flat = accelerator.reduce(flat, reduction="sum")
+    out, offset = {}, 0
+    for n in names:
+        size = totals[n].numel()
+        out[n] = flat[offset : offset + size].view_as(totals[n])
+        offset += size
+    return out, int(round(flat[-1].item()))
 
 
 def _to_device(batch, device, input_dtype, truncate, max_samples, seen):
@@ -414,30 +451,51 @@ def per_sample_loop_fisher(model: torch.nn.Module, data, **kwargs) -> dict[str, 
 
 
 def compute_fishers(model: torch.nn.Module, forget, retain, config, *, accelerator=None,
-                    collate_fn: Callable | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                    collate_fn: Callable | None = None,
+                    stats: dict | None = None) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """The Fishers on D_f and D_r with a :class:`~hf_deepclean.config.DeepCleanConfig`'s settings.
 
     The one place the two Fishers are computed from a config, for every caller (the trainer, ``hf-deepclean
     sweep``, the benchmark): ``fisher_estimator``, ``fisher_batch_size``, ``fisher_max_samples``,
-    ``fisher_chunk_size``, ``seed`` and ``disable_tqdm`` (no progress bar). ``forget`` and ``retain`` yield
-    ``pixel_values`` (:func:`hf_deepclean.images.model_inputs`). Returns ``(fisher_forget, fisher_retain)``.
+    ``fisher_chunk_size``, ``dataloader_num_workers``, ``seed`` and ``disable_tqdm`` (no progress bar).
+    ``forget`` and ``retain`` yield ``pixel_values`` (:func:`hf_deepclean.images.model_inputs`).
+
+    With ``fisher_max_samples="auto"`` D_f is read whole and the D_r pass stops once the selection it implies has
+    stopped changing (:class:`~hf_deepclean.selection.StableSelection`: Jaccard index at least
+    ``fisher_stability`` between successive snapshots, one every ``fisher_snapshot_samples`` samples, twice in a
+    row); ``stats``, when given, receives ``retain_samples`` and the ``stability`` history.
+
+    Returns ``(fisher_forget, fisher_retain)``.
     """
     if len(forget) == 0:
         raise ValueError("The forget set is empty: there is nothing to forget.")
+    auto = config.fisher_max_samples == "auto"
     common = dict(
         estimator=config.fisher_estimator,
         batch_size=config.fisher_batch_size,
         collate_fn=collate_fn,
         accelerator=accelerator,
-        max_samples=config.fisher_max_samples,
+        max_samples=None if auto else config.fisher_max_samples,
         seed=config.seed,
         chunk_size=config.fisher_chunk_size,
         show_progress=not config.disable_tqdm,
+        num_workers=config.dataloader_num_workers,
     )
     start = time.perf_counter()
-    fishers = fisher_diagonal(model, forget, **common), fisher_diagonal(model, retain, **common)
-    logger.info("Fisher diagonals (%s) on %d forget and %d retain samples%s: %.1f s.", config.fisher_estimator,
-                len(forget), len(retain),
+    fisher_forget = fisher_diagonal(model, forget, **common)
+    stop = None
+    if auto:
+        stop = StableSelection(fisher_forget, config, model, num_forget=len(forget), num_retain=len(retain),
+                               tolerance=config.fisher_stability)
+        common.update(stop_when=stop, snapshot_batches=max(1, -(-config.fisher_snapshot_samples
+                                                                 // config.fisher_batch_size)))
+    fisher_retain = fisher_diagonal(model, retain, **common)
+    used = stop.history[-1][0] if stop is not None and stop.history else len(retain)
+    if stats is not None:
+        stats.update(retain_samples=used, stability=list(stop.history) if stop is not None else None)
+    logger.info("Fisher diagonals (%s) on %d forget and %d of %d retain samples%s: %.1f s.", config.fisher_estimator,
+                len(forget), min(used, len(retain)), len(retain),
+                " (stopped when the selection was stable)" if auto else
                 f" (at most {config.fisher_max_samples} each)" if config.fisher_max_samples else "",
                 time.perf_counter() - start)
-    return fishers
+    return fisher_forget, fisher_retain

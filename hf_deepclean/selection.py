@@ -26,11 +26,15 @@ from .masking import normalization_parameter_names
 logger = logging.getLogger(__name__)
 
 DEFAULT_EPS = 1e-12
+# The fractions a reset-only sweep and top_fraction="auto" try unless told otherwise.
+DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
 _FORMAT = "hf_deepclean.ParameterMask"
 
 __all__ = [
     "DEFAULT_EPS",
+    "DEFAULT_FRACTIONS",
     "ParameterMask",
+    "StableSelection",
     "assd_fraction",
     "fisher_ratio",
     "excluded_parameters",
@@ -385,6 +389,57 @@ class ParameterMask(Mapping):
             return float(value) if isinstance(value, (int, float)) else value
 
         return cls(masks, threshold=meta("threshold"), top_fraction=meta("top_fraction"), eps=meta("eps"))
+
+
+class StableSelection:
+    """``fisher_max_samples="auto"``: the stop rule of the D_r Fisher pass (:func:`hf_deepclean.fisher.fisher_diagonal`'s
+    ``stop_when``). At each snapshot of the running D_r Fisher it builds the selection that Fisher implies with the
+    finished D_f Fisher (:func:`select_for_config`: the config's cut, or each of ``top_fraction="auto"``'s candidate
+    fractions), and stops once the Jaccard index between successive snapshots' selections is at least ``tolerance``
+    ``patience`` times in a row (for several cuts, the smallest of their indices). ``history`` keeps
+    ``(samples, jaccard)`` per snapshot.
+    """
+
+    def __init__(self, fisher_forget: Mapping[str, torch.Tensor], config, model: torch.nn.Module, *,
+                 num_forget: int, num_retain: int, tolerance: float = 0.99, patience: int = 2):
+        self.fisher_forget, self.config, self.model = fisher_forget, config, model
+        self.tolerance, self.patience = tolerance, patience
+        if config.threshold is not None:
+            self.cuts = [{"threshold": config.threshold}]
+        elif config.top_fraction == "auto":
+            self.cuts = [{"top_fraction": f} for f in (config.auto_fractions or DEFAULT_FRACTIONS)]
+        elif config.top_fraction == "assd":
+            self.cuts = [{"top_fraction": assd_fraction(num_forget, num_forget + num_retain)}]
+        else:
+            self.cuts = [{"top_fraction": config.top_fraction}]
+        self.history: list[tuple[int, float]] = []
+        self._previous: list[torch.Tensor] | None = None
+        self._streak = 0
+
+    def selections(self, fisher_retain: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """One flat bool tensor per cut: the weights selected with this D_r Fisher."""
+        out = []
+        for cut in self.cuts:
+            try:
+                mask = select_for_config(self.fisher_forget, fisher_retain, self.config, self.model, **cut)
+                out.append(torch.cat([m.reshape(-1).cpu() for m in mask.values()]))
+            except SelectionError:  # a threshold above every ratio so far: an empty selection
+                out.append(torch.zeros(sum(f.numel() for f in fisher_retain.values()), dtype=torch.bool))
+        return out
+
+    def __call__(self, fisher_retain: Mapping[str, torch.Tensor], samples: int) -> bool:
+        current = self.selections(fisher_retain)
+        if self._previous is not None:
+            jaccard = min(_jaccard(a, b) for a, b in zip(self._previous, current))
+            self.history.append((samples, jaccard))
+            self._streak = self._streak + 1 if jaccard >= self.tolerance else 0
+        self._previous = current
+        return self._streak >= self.patience
+
+
+def _jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
+    union = int((a | b).sum())
+    return 1.0 if union == 0 else int((a & b).sum()) / union
 
 
 def threshold_sweep(

@@ -16,11 +16,9 @@ import torch
 
 from .evaluation import collect_outputs, mia_loss_lr, seeded_subset
 from .masking import reset_selected_weights
-from .selection import select_for_config
+from .selection import DEFAULT_FRACTIONS, select_for_config
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5)
 
 
 def reset_sweep(

@@ -143,9 +143,10 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         """The Fisher diagonals on D_f and D_r with the configured estimator, summed across processes."""
         if self.forget_dataset is None or self.train_dataset is None:
             raise ValueError("unlearn() needs forget_dataset (D_f) and train_dataset (D_r).")
+        self.fisher_stats = {}
         self.fisher_forget, self.fisher_retain = compute_fishers(
             self.accelerator.unwrap_model(self.model), self.forget_dataset, self.train_dataset, self.args,
-            accelerator=self.accelerator, collate_fn=self.data_collator)
+            accelerator=self.accelerator, collate_fn=self.data_collator, stats=self.fisher_stats)
         return self.fisher_forget, self.fisher_retain
 
     def select(self, top_fraction: float | None = None) -> ParameterMask:

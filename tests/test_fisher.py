@@ -1,4 +1,5 @@
 import logging
+import math
 import os
 import sys
 
@@ -235,3 +236,70 @@ def test_shared_and_unused_gradients(logreg_data):
     torch.testing.assert_close(fast["offset_a"], fast["linear.bias"])
     torch.testing.assert_close(fast["offset_b"], fast["linear.bias"])
     assert torch.equal(fast["unused"], torch.zeros(3, dtype=torch.float64))
+
+
+# ------------------------------------------------------------------ fisher_max_samples="auto" (a pass that stops)
+
+
+@pytest.mark.parametrize("estimator", ["empirical", "batch"])
+def test_a_pass_that_stops_is_the_fisher_of_the_seeded_prefix_it_read(logreg, logreg_data, estimator):
+    """stop_when ends the pass at a snapshot; what it returns is exactly the Fisher of the samples it read: the
+    first ones of the seeded random order."""
+    calls = []
+
+    def stop_at_second_snapshot(fisher, samples):
+        calls.append(samples)
+        return len(calls) == 2
+
+    seed, batch = 3, 4
+    early = fisher_diagonal(logreg, logreg_data, estimator=estimator, batch_size=batch, seed=seed,
+                            show_progress=False, stop_when=stop_at_second_snapshot, snapshot_batches=2)
+    assert calls == ([8, 16] if estimator == "empirical" else [2, 4])  # samples, or batches for the batch estimator
+    order = torch.randperm(len(logreg_data), generator=torch.Generator().manual_seed(seed))[:16].tolist()
+    prefix = torch.utils.data.Subset(logreg_data, order)
+    reference = fisher_diagonal(logreg, prefix, estimator=estimator, batch_size=batch, show_progress=False)
+    for name in reference:
+        torch.testing.assert_close(early[name], reference[name], rtol=1e-6, atol=0)
+
+
+def test_stable_selection_stops_when_successive_selections_agree():
+    from hf_deepclean.config import DeepCleanConfig
+    from hf_deepclean.selection import StableSelection
+
+    model = torch.nn.Linear(10, 10)
+    forget = {n: torch.rand_like(p) for n, p in model.named_parameters()}
+    config = DeepCleanConfig(output_dir="unused", top_fraction=0.1)
+    settled = {n: torch.rand_like(p) + 0.5 for n, p in model.named_parameters()}
+    stop = StableSelection(forget, config, model, num_forget=5, num_retain=50, tolerance=0.99, patience=2)
+    assert not stop(settled, 64)          # the first snapshot has nothing to compare with
+    assert not stop(settled, 128)         # identical selection once
+    assert stop(settled, 192)             # and twice: stop
+    assert [j for _, j in stop.history] == [1.0, 1.0]
+
+    torch.manual_seed(0)
+    moving = StableSelection(forget, config, model, num_forget=5, num_retain=50, tolerance=0.99, patience=2)
+    for step in range(6):  # a retain Fisher that keeps reshuffling never stops the pass
+        assert not moving({n: torch.rand_like(p) for n, p in model.named_parameters()}, 64 * (step + 1))
+    assert all(j < 0.99 for _, j in moving.history)
+    # top_fraction="auto": every candidate fraction must have settled; "assd": the fraction from the forget share
+    auto = StableSelection(forget, DeepCleanConfig(output_dir="unused", top_fraction="auto"), model,
+                           num_forget=5, num_retain=50)
+    assert [c["top_fraction"] for c in auto.cuts] == [0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5]
+    assd = StableSelection(forget, DeepCleanConfig(output_dir="unused", top_fraction="assd"), model,
+                           num_forget=5, num_retain=45)
+    assert assd.cuts[0]["top_fraction"] == pytest.approx(math.log(11) / 100)
+
+
+def test_fisher_max_samples_auto_through_compute_fishers(logreg, logreg_data):
+    from hf_deepclean.config import DeepCleanConfig
+    from hf_deepclean.fisher import compute_fishers
+
+    config = DeepCleanConfig(output_dir="unused", top_fraction=0.5, fisher_max_samples="auto", fisher_batch_size=4,
+                             fisher_snapshot_samples=4, fisher_stability=0.5, disable_tqdm=True, seed=0)
+    stats = {}
+    forget, retain = compute_fishers(logreg, torch.utils.data.Subset(logreg_data, range(6)), logreg_data, config,
+                                     stats=stats)
+    assert set(forget) == set(retain) and stats["stability"]
+    assert stats["retain_samples"] == stats["stability"][-1][0] <= len(logreg_data)
+    with pytest.raises(ValueError, match="fisher_max_samples='often'"):
+        DeepCleanConfig(output_dir="unused", top_fraction=0.1, fisher_max_samples="often")
