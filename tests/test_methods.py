@@ -13,7 +13,8 @@ from hf_deepclean.methods.base import training_set
 from hf_deepclean.methods.fisher_forgetting import add_noise, noise_std
 from hf_deepclean.methods.l1_sparse import L1SparseTrainer, l1_weight_at
 from hf_deepclean.methods.salun import forget_gradient_saliency, saliency_mask
-from hf_deepclean.methods.ssd import dampen
+from hf_deepclean.methods.ssd import dampen, default_alpha
+from hf_deepclean.training import load_classifier
 
 FORGET_CLASS = 3
 
@@ -74,7 +75,7 @@ def test_registry_lists_every_method_with_a_config():
     assert METHODS["deepclean"].make_config().top_fraction == 0.15
     assert METHODS["deepclean_init"].make_config().reset == "init"
     assert METHODS["deepclean_batch"].make_config().fisher_estimator == "batch"
-    assert METHODS["ssd"].make_config().alpha == 10.0 and METHODS["ssd"].make_config().dampening == 1.0
+    assert METHODS["ssd"].make_config().alpha is None and METHODS["ssd"].make_config().dampening == 1.0
     assert METHODS["salun"].make_config().saliency_fraction == 0.5
 
 
@@ -121,6 +122,21 @@ def test_ssd_factor_is_capped_at_one_with_a_large_lambda():
            alpha=10.0, dampening=50.0)
     # beta = min(50 * I_D / I_f, 1): 0.5 for the first weight, capped at 1 for the second
     torch.testing.assert_close(model.weight.detach(), torch.tensor([[1.0, 2.0]]))
+
+
+def test_ssd_default_alpha_is_the_authors_per_architecture_value(trained, splits):
+    # if-loops/selective-synaptic-dampening, forget_full_class_main.py: 10 x 0.5 for their ViT, 10 x 1 otherwise
+    assert default_alpha(trained) == 5.0
+    for architecture in ("deit", "resnet", "convnext", "swin"):
+        model = load_classifier(None, num_labels=10, architecture=architecture, seed=0)
+        assert default_alpha(model) == (5.0 if architecture == "deit" else 10.0), architecture
+    assert default_alpha(torch.nn.Linear(2, 2)) == 10.0  # no config: not a ViT
+    by_default = METHODS["ssd"](fresh(trained), splits, seed=0)
+    explicit = run_method("ssd", fresh(trained), splits, seed=0, alpha=5.0)
+    assert by_default.extra["selection"] == explicit.extra["selection"]
+    assert by_default.extra["selection"]["threshold"] == 5.0
+    for p, q in zip(by_default.model.parameters(), explicit.model.parameters()):
+        assert torch.equal(p, q)
 
 
 def test_ssd_run_changes_only_what_it_selected(trained, splits):
