@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification, Trainer
 from transformers.trainer_utils import get_last_checkpoint
 
-from ._compat import BATCH_NORM_TYPES, fsdp2_wrappable, live_objects_frozen, saved_names
+from ._compat import fsdp2_wrappable, live_objects_frozen, saved_names
 from .auto import AutoTopFraction
 from .budget import KeepBestValidationEpoch
 from .config import DeepCleanConfig
@@ -27,7 +27,7 @@ from .images import collate_fn, model_inputs
 from .masking import GradientMask, GradientMaskTrainerMixin, freeze_batchnorm_statistics, reset_selected_weights
 from .modelcard import record_from_report, write_model_card
 from .selection import ParameterMask, assd_fraction, select_for_config
-from .sharding import BindMaskToShards, gather_unsharded
+from .sharding import BindMaskToShards, check_distributed_support, check_fsdp2_precision, gather_unsharded
 from .training import accuracy_metrics
 
 logger = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         if args.early_stopping_patience is not None and eval_dataset is None:
             raise ValueError("early_stopping_patience needs eval_dataset: a validation split the model was not trained "
                              "on (hf-deepclean unlearn carves one off the test split).")
-        self._check_distributed_support(
+        check_distributed_support(
             fsdp=args.fsdp, fsdp_version=(args.fsdp_config or {}).get("version", 2), deepspeed=args.deepspeed)
         self.image_processor = processing_class
         if kwargs.get("compute_metrics") is None:
@@ -86,10 +86,10 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
             **kwargs,
         )
         # An accelerate config switches the engines on without touching args.
-        self._check_distributed_support(
+        check_distributed_support(
             fsdp=self.is_fsdp_enabled, fsdp_version=self._fsdp_version(), deepspeed=self.is_deepspeed_enabled)
         if self.is_fsdp_enabled:
-            self._check_fsdp2_precision(self.model, self.accelerator.mixed_precision)
+            check_fsdp2_precision(self.model, self.accelerator.mixed_precision)
             if args.early_stopping_patience is not None:
                 raise ValueError("early_stopping_patience keeps the best epoch's weights in memory, which is not "
                                  "supported on FSDP2's sharded model; train with DDP, or set a fixed num_train_epochs.")
@@ -103,35 +103,6 @@ class DeepCleanTrainer(GradientMaskTrainerMixin, Trainer):
         self.gradient_mask: GradientMask | None = None
 
     # ------------------------------------------------------------------ set-up
-
-    @staticmethod
-    def _check_distributed_support(*, fsdp, fsdp_version=2, deepspeed) -> None:
-        # Element-wise masks need per-parameter tensors; refuse set-ups that hide them.
-        if deepspeed:
-            raise ValueError(
-                "DeepClean does not support DeepSpeed: its engine steps inside backward, past the frozen-weight "
-                "restore. Use FSDP2 (recipes/accelerate/fsdp2.yaml) or DDP (accelerate multi-GPU) instead."
-            )
-        if fsdp and int(fsdp_version) != 2:
-            raise ValueError(
-                f"DeepClean does not support FSDP version {fsdp_version}: FSDP1 flattens the parameters the element-wise "
-                "mask is bound to. Use FSDP2 (fsdp_config version 2, or fsdp_version: 2 in the accelerate config, as in "
-                "recipes/accelerate/fsdp2.yaml) or DDP instead."
-            )
-
-    @staticmethod
-    def _check_fsdp2_precision(model: torch.nn.Module, mixed_precision: str) -> None:
-        # Seen on an H200 (torch 2.11, accelerate 1.15): FSDP2's bf16 policy casts BatchNorm weights to bf16 but
-        # not their running statistics, and the backward pass stops with "Expected running_mean to have type
-        # BFloat16 but got Float". Refuse before the Fisher pass instead of failing after it.
-        if mixed_precision in ("bf16", "fp16") and any(
-                isinstance(m, BATCH_NORM_TYPES) for m in model.modules()):
-            raise ValueError(
-                f"FSDP2 with {mixed_precision} mixed precision fails on models with BatchNorm layers "
-                f"({type(model).__name__}): it casts their weights but not their running statistics. Launch with "
-                "--mixed_precision no (or mixed_precision: no in the accelerate config), or use DDP "
-                "(recipes/accelerate/multi_gpu_ddp.yaml), where bf16 autocast keeps BatchNorm in float32."
-            )
 
     def _fsdp_version(self) -> int:
         plugin = getattr(self.accelerator.state, "fsdp_plugin", None)

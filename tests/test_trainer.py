@@ -8,6 +8,7 @@ from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.masking import GradientMask, normalization_parameter_names, reset_selected_weights
 from hf_deepclean.selection import ParameterMask
 from hf_deepclean.errors import SelectionError
+from hf_deepclean.sharding import check_distributed_support
 from hf_deepclean.trainer import MASK_FILE, DeepCleanTrainer
 from hf_deepclean.training import load_classifier
 
@@ -163,10 +164,10 @@ def test_config_validation_names_the_field(tmp_path):
 
 def test_fsdp1_and_deepspeed_are_refused_fsdp2_is_accepted(tmp_path):
     with pytest.raises(ValueError, match="does not support FSDP version 1"):
-        DeepCleanTrainer._check_distributed_support(fsdp="full_shard", fsdp_version=1, deepspeed=None)
+        check_distributed_support(fsdp="full_shard", fsdp_version=1, deepspeed=None)
     with pytest.raises(ValueError, match="does not support DeepSpeed"):
-        DeepCleanTrainer._check_distributed_support(fsdp=None, deepspeed="ds.json")
-    DeepCleanTrainer._check_distributed_support(fsdp="full_shard", fsdp_version=2, deepspeed=None)
+        check_distributed_support(fsdp=None, deepspeed="ds.json")
+    check_distributed_support(fsdp="full_shard", fsdp_version=2, deepspeed=None)
 
 
 def test_resume_keeps_mask_and_frozen_weights(tmp_path):
