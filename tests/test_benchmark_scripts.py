@@ -107,3 +107,19 @@ def test_forget_fisher_variants_weight_each_samples_squared_gradient():
                                rtol=1e-5, atol=1e-8)
     # every sample weighs 1 in all: the normalised Fisher sums to 1 over all weights
     assert abs(sum(float(f.double().sum()) for f in fisher.values()) - 1) < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_paper_scale_script_runs_unlearns_code_path_at_its_small_setting(tmp_path):
+    """issue 25: the paper-scale run's --small setting, on CPU: PNG images through the image processor, the
+    Fisher on D_f and D_r, 10 % selected, one masked fine-tune epoch, the retrain estimate; every figure printed."""
+    out = _run("paper_scale.py", "--small", "--output", str(tmp_path / "paper_scale.json"))
+    for label in ("Fisher D_f + D_r", "masked fine-tune 1 ep", "DeepClean end to end", "plain training epoch",
+                  "retrain estimate", "speed-up vs retrain", "accelerator utilisation"):
+        assert label in out, out
+    figures = json.loads((tmp_path / "paper_scale.json").read_text())
+    assert figures["images"] == 240 and figures["forget"] == 60 and figures["retain"] == 180
+    assert abs(figures["selected_fraction"] - 0.1) < 1e-3
+    assert figures["deepclean_total_s"] >= figures["fisher_s"] > 0 and figures["train_epoch_s"] > 0
+    assert abs(figures["speedup_vs_retrain"] * figures["deepclean_total_s"] - figures["retrain_estimate_s"]) < 1e-6
