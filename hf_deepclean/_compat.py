@@ -18,9 +18,17 @@ logger = logging.getLogger(__name__)
 
 # transformers >= 5 splits image processors by backend; the PIL one needs no torchvision. Before 5, one class.
 try:
-    from transformers import ViTImageProcessorPil as PilViTImageProcessor  # noqa: F401 - re-exported
+    from transformers import ViTImageProcessorPil as PilViTImageProcessor
 except ImportError:  # transformers < 5
-    pass
+    from transformers import ViTImageProcessor as PilViTImageProcessor
+# With torchvision (the `fast` extra), transformers' ViTImageProcessor is its torchvision-backed, batched one;
+# without it, the name is a stand-in that warns on import, so it is imported only when torchvision is there.
+from transformers.utils import is_torchvision_available  # noqa: E402
+
+if is_torchvision_available():
+    from transformers import ViTImageProcessor as TorchvisionViTImageProcessor
+else:
+    TorchvisionViTImageProcessor = None
 
 # torch keeps the common base classes of the BatchNorm / InstanceNorm layers private (torch.nn.modules.batchnorm).
 BATCH_NORM_TYPES: tuple[type, ...] = (torch.nn.modules.batchnorm._BatchNorm,)
@@ -151,3 +159,21 @@ def quiet_vmap_fallback_warnings():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*performance drop because we have not yet implemented the batching rule.*")
         yield
+
+
+__all__ = [
+    "BATCH_NORM_TYPES",
+    "NORMALIZATION_TYPES",
+    "PilViTImageProcessor",
+    "TorchvisionViTImageProcessor",
+    "attention_implementation",
+    "can_build_from_config",
+    "eager_attention",
+    "fsdp2_wrappable",
+    "is_prepared_by_accelerate",
+    "is_torchvision_available",
+    "live_objects_frozen",
+    "model_from_config",
+    "quiet_vmap_fallback_warnings",
+    "saved_names",
+]

@@ -30,6 +30,8 @@ class ModelArguments:
             Empty: a tiny model built from a config (``architecture``).
         architecture: The tiny architecture built when no model path is given.
         image_size: Input size of the tiny model and of the fallback image processor.
+        image_processor_backend: ``auto`` (torchvision-backed processors when torchvision is installed), ``pil``
+            or ``torchvision``.
         ignore_mismatched_sizes: Re-initialise a classification head whose label count differs.
         allow_pickle: Allow loading pickle (*.bin) weights, which can execute code.
         trust_remote_code: Allow model code from the checkpoint's repository to run.
@@ -44,6 +46,10 @@ class ModelArguments:
         metadata={"help": "Tiny architecture built when --model_name_or_path is empty: vit, resnet, convnext, deit, swin."},
     )
     image_size: int = field(default=16, metadata={"help": "Image size of the tiny model and the fallback processor."})
+    image_processor_backend: str = field(
+        default="auto", metadata={"help": "Image processors: auto (torchvision's batched ones when torchvision is "
+                                  "installed, the fast extra; else PIL), pil or torchvision."}
+    )
     ignore_mismatched_sizes: bool = field(
         default=False, metadata={"help": "Re-initialise a classification head whose label count differs."}
     )

@@ -18,22 +18,42 @@ import torch
 from PIL import ExifTags, Image, ImageOps
 from transformers import AutoImageProcessor
 
-from ._compat import PilViTImageProcessor
+from ._compat import PilViTImageProcessor, TorchvisionViTImageProcessor, is_torchvision_available
 from .data import IMAGE_COLUMN, LABEL_COLUMN
 from .errors import DataError
 
 logger = logging.getLogger(__name__)
 
 
-def load_image_processor(model_name_or_path: str | None, image_size: int = 16):
-    """The model's image processor, or a plain resize+normalise one for models built from a config."""
+IMAGE_PROCESSOR_BACKENDS = ("auto", "pil", "torchvision")
+
+
+def processor_backend(backend: str = "auto") -> str:
+    """``auto``: the torchvision-backed (batched, faster) image processors when torchvision is installed (the
+    ``fast`` extra), else PIL's; or the one named (torchvision refused with a one-line hint when it is missing)."""
+    if backend not in IMAGE_PROCESSOR_BACKENDS:
+        raise DataError(f"image processor backend {backend!r} is not one of {', '.join(IMAGE_PROCESSOR_BACKENDS)}.")
+    if backend == "auto":
+        return "torchvision" if is_torchvision_available() else "pil"
+    if backend == "torchvision" and not is_torchvision_available():
+        raise DataError("--image_processor_backend torchvision needs torchvision: pip install 'hf-deepclean[fast]' "
+                        "(matching your torch), or use --image_processor_backend pil.")
+    return backend
+
+
+def load_image_processor(model_name_or_path: str | None, image_size: int = 16, backend: str = "auto"):
+    """The model's image processor, or a plain resize+normalise one for models built from a config, on the
+    :func:`processor_backend`. Every command of a run loads it the same way, so training, unlearning and
+    evaluation see the same pixels."""
+    backend = processor_backend(backend)
     if model_name_or_path:
         try:
-            return AutoImageProcessor.from_pretrained(model_name_or_path, backend="pil")
+            return AutoImageProcessor.from_pretrained(model_name_or_path, backend=backend)
         except (OSError, ValueError):
             logger.warning("No image processor found at %s; using a %dx%d resize + normalise.", model_name_or_path,
                            image_size, image_size)
-    return PilViTImageProcessor(
+    processor_class = TorchvisionViTImageProcessor if backend == "torchvision" else PilViTImageProcessor
+    return processor_class(
         size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3, do_rescale=True
     )
 
@@ -156,5 +176,6 @@ class TensorImageDataset(torch.utils.data.Dataset):
         return f"TensorImageDataset({len(self)} samples, pixel_values {tuple(self.pixel_values.shape[1:])})"
 
 
-__all__ = ["TensorImageDataset", "collate_fn", "load_image_processor", "model_inputs", "pixel_values",
+__all__ = ["IMAGE_PROCESSOR_BACKENDS", "TensorImageDataset", "collate_fn", "load_image_processor", "model_inputs",
+           "pixel_values", "processor_backend",
            "with_image_transform"]

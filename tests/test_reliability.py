@@ -224,6 +224,8 @@ BAD_INPUTS = {
                                      ["config_only", "no weights"]),
     "model_folder_without_config": (lambda ws, tmp: {"model_name_or_path": tmp / "taken"},
                                     ["taken", "no config.json"]),
+    "image_processor_backend_missing": (lambda ws, tmp: {"image_processor_backend": "torchvision"},
+                                        ["torchvision", "hf-deepclean[fast]", "--image_processor_backend pil"]),
     "gold_model_of_another_forget_set": (lambda ws, tmp: {"gold_model": ws.gold_other},
                                          ["--gold_model", "another forget set", "labels [5] here [3]", "train --gold"]),
     "gold_model_missing": (lambda ws, tmp: {"gold_model": tmp / "no_gold"}, ["--gold_model", "no_gold", "no such folder"]),
@@ -236,6 +238,10 @@ BAD_INPUTS = {
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
 def test_bad_input_is_one_clear_line_and_leaves_nothing(case, ws, tmp_path, capsys):
+    from transformers.utils import is_torchvision_available
+
+    if case == "image_processor_backend_missing" and is_torchvision_available():
+        pytest.skip("torchvision is installed here")
     make_flags, fragments = BAD_INPUTS[case]
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("user data\n")

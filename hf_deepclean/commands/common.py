@@ -132,7 +132,8 @@ def check_gold_model(folder: str | None, data: RunData) -> None:
 
 
 def load_processor_for(model_args: ModelArguments, path: str | None = None):
-    return load_image_processor(path if path is not None else model_args.model_name_or_path, model_args.image_size)
+    return load_image_processor(path if path is not None else model_args.model_name_or_path, model_args.image_size,
+                                model_args.image_processor_backend)
 
 
 def carve_validation(data: RunData, fraction: float = 0.5, seed: int = 0) -> tuple[object, str]:
