@@ -15,13 +15,15 @@ def main(path: str) -> None:
     for scenario in data["scenarios"]:
         models = sorted({r["model"] for r in rows if r["scenario"] == scenario}, reverse=True)
         print(f"\n**{scenario}** (mean over seeds {data['seeds']}; Δ in points vs gold; gap = sum of |Δ|)\n")
-        header = "| Method | " + " | ".join(f"{m} {label}" for m in models for _, label in COLUMNS + (("gap", "gap"), ("time_ratio", "× retrain"))) + " |"
+        labels = [label for _, label in COLUMNS + (("gap", "gap"), ("time_ratio", "× retrain"))]
+        header = "| Method | " + " | ".join(f"{m} {label}" for m in models for label in labels) + " |"
         print(header)
         print("|---|" + "---:|" * (len(models) * (len(COLUMNS) + 2)))
         for method in data["methods"]:
             cells = []
             for model in models:
-                row = next((r for r in rows if (r["model"], r["scenario"], r["method"]) == (model, scenario, method)), None)
+                key = (model, scenario, method)
+                row = next((r for r in rows if (r["model"], r["scenario"], r["method"]) == key), None)
                 if row is None:
                     cells += ["—"] * (len(COLUMNS) + 2)
                     continue

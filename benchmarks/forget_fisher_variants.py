@@ -85,8 +85,9 @@ def weighted_fisher(model, data: TensorImageDataset, weighting: str, chunk_size:
 
 def relabelled_fishers(self, model, variant: str) -> tuple[dict, dict]:
     """The configured retain Fisher, and the empirical Fisher of D_f under the ``variant``'s labels."""
-    trainer = DeepCleanTrainer(model, self.deepclean_config(top_fraction=0.1),
-                               train_dataset=self.scenario.ready["retain"], forget_dataset=self.scenario.ready["forget"])
+    splits = self.scenario.ready
+    trainer = DeepCleanTrainer(model, self.deepclean_config(top_fraction=0.1), train_dataset=splits["retain"],
+                               forget_dataset=splits["forget"])
     _, fisher_retain = trainer.compute_fishers()
     data = relabeled(self.scenario.ready["forget"], model.config.num_labels, variant)
     fisher_forget = fisher_diagonal(model, data, estimator="empirical", batch_size=trainer.args.fisher_batch_size,

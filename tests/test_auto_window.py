@@ -140,5 +140,6 @@ def test_budget_rule_brings_the_resnets_noisy_label_auto_runs_to_gold(sensitivit
                  "--sensitivity_auto_overrides", BUDGET_RULE)["auto"]
     assert [a["seed"] for a in autos] == [0, 1, 2] and all(a["early_stopping_epochs_run"] > 2 for a in autos)
     for auto in autos:
-        assert auto["verified"] and passes(auto), (auto["seed"], auto["delta_forget_accuracy"], auto["delta_test_accuracy"])
+        assert auto["verified"] and passes(auto), (auto["seed"], auto["delta_forget_accuracy"],
+                                                   auto["delta_test_accuracy"])
     assert sum(a["passes_heldout"] for a in autos) >= 2, [a["delta_heldout_test_accuracy"] for a in autos]

@@ -34,7 +34,8 @@ def test_quick_run_writes_markdown_json_plot_and_cells(first_run):
     cell = json.loads((out / "cells" / "vit" / "class" / "seed0" / "deepclean.json").read_text())
     assert cell["method"] == "deepclean" and cell["forget"]["labels"] == [3]
     assert cell["selection"]["selected_fraction"] == pytest.approx(0.15, abs=1e-3)
-    assert cell["deltas"]["forget_accuracy"] == pytest.approx(cell["metrics"]["forget_accuracy"] - cell["gold"]["forget_accuracy"])
+    assert cell["deltas"]["forget_accuracy"] == pytest.approx(
+        cell["metrics"]["forget_accuracy"] - cell["gold"]["forget_accuracy"])
     assert cell["benchmark"]["time_ratio"] == pytest.approx(cell["benchmark"]["time_s"] / cell["gold"]["time_s"])
     markdown = (out / "benchmark.md").read_text()
     assert "## class — vit" in markdown and "| deepclean |" in markdown and "ΔAcc_Df" in markdown

@@ -1,4 +1,5 @@
-"""The speed scripts in benchmarks/ still run and print every figure the README quotes (tiny settings; no timing asserted)."""
+"""The speed scripts in benchmarks/ still run and print every figure the README quotes (tiny settings; no timing
+asserted)."""
 
 import json
 import subprocess
@@ -57,8 +58,8 @@ def test_forget_fisher_variants_relabel_the_forget_set_and_run_the_sensitivity_b
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import torch
-        from forget_fisher_variants import relabeled
 
+        from forget_fisher_variants import relabeled
         from hf_deepclean.images import TensorImageDataset
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
@@ -81,9 +82,9 @@ def test_forget_fisher_variants_weight_each_samples_squared_gradient():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
         import torch
+
         from _fisher_models import LogisticRegression
         from forget_fisher_variants import weighted_fisher
-
         from hf_deepclean.images import TensorImageDataset
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
@@ -100,7 +101,8 @@ def test_forget_fisher_variants_weight_each_samples_squared_gradient():
     fisher = weighted_fisher(model, data, "margin", chunk_size=2)                   # chunks cross sample borders
     torch.testing.assert_close(fisher["linear.weight"].double(), (weight_sq * margin[:, None, None]).mean(0),
                                rtol=1e-5, atol=1e-8)
-    torch.testing.assert_close(fisher["linear.bias"].double(), (bias_sq * margin[:, None]).mean(0), rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(fisher["linear.bias"].double(), (bias_sq * margin[:, None]).mean(0),
+                               rtol=1e-5, atol=1e-8)
     norm = weight_sq.flatten(1).sum(1) + bias_sq.sum(1)
     fisher = weighted_fisher(model, data, "normalised", chunk_size=2)
     torch.testing.assert_close(fisher["linear.weight"].double(), (weight_sq / norm[:, None, None]).mean(0),
@@ -123,3 +125,14 @@ def test_paper_scale_script_runs_unlearns_code_path_at_its_small_setting(tmp_pat
     assert abs(figures["selected_fraction"] - 0.1) < 1e-3
     assert figures["deepclean_total_s"] >= figures["fisher_s"] > 0 and figures["train_epoch_s"] > 0
     assert abs(figures["speedup_vs_retrain"] * figures["deepclean_total_s"] - figures["retrain_estimate_s"]) < 1e-6
+
+
+@pytest.mark.timeout(300)
+def test_data_path_script_prints_the_transform_to_model_ratio():
+    """issue 25: images/s of the transform against the model's Fisher and training samples/s, per worker count."""
+    out = _run("data_path.py", "--model", "tiny-vit", "--images", "64", "--batch_size", "16", "--chunk_size", "8",
+               "--workers", "0", "1", "--device", "cpu")
+    assert "image processor backend pil" in out  # no torchvision here
+    assert "Fisher (empirical, per sample)" in out and "samples/s" in out
+    lines = [line for line in out.splitlines() if line.startswith("transform with")]
+    assert [line.split()[2] for line in lines] == ["0", "1"] and all("x the Fisher pass" in line for line in lines)

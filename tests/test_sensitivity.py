@@ -9,8 +9,8 @@ from hf_deepclean.benchmark import sensitivity as sens_mod
 from hf_deepclean.benchmark.arguments import parse_auto_overrides
 from hf_deepclean.benchmark.sensitivity_summary import passing_window, summarize, to_markdown
 from hf_deepclean.commands import benchmark as bench_mod
-from hf_deepclean.errors import ConfigError
 from hf_deepclean.config import PRESETS, DeepCleanConfig
+from hf_deepclean.errors import ConfigError
 
 
 def test_fast_preset_fills_defaults_but_not_user_set_fields(tmp_path):

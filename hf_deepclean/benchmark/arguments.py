@@ -52,18 +52,27 @@ class BenchmarkArguments:
     """
 
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={"help": "Methods to compare."})
-    scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS), metadata={"help": "class, random, noisy_labels."})
-    architectures: list[str] = field(
-        default_factory=lambda: ["vit", "resnet"], metadata={"help": "Tiny architectures (ignored with --model_name_or_path)."}
+    scenarios: list[str] = field(
+        default_factory=lambda: list(SCENARIOS), metadata={"help": "class, random, noisy_labels."}
     )
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds (mean and std are over these)."})
-    output_dir: str = field(default="benchmark_results", metadata={"help": "Cache, per-cell results and summary folder."})
+    architectures: list[str] = field(
+        default_factory=lambda: ["vit", "resnet"],
+        metadata={"help": "Tiny architectures (ignored with --model_name_or_path)."},
+    )
+    seeds: list[int] = field(
+        default_factory=lambda: [0, 1, 2], metadata={"help": "Seeds (mean and std are over these)."}
+    )
+    output_dir: str = field(
+        default="benchmark_results", metadata={"help": "Cache, per-cell results and summary folder."}
+    )
     quick: bool = field(default=False, metadata={"help": "Tiny budget for smoke tests (not for numbers)."})
     forget_class: str = field(default="3", metadata={"help": "Class forgotten in the class scenario."})
     forget_fraction: float = field(default=0.1, metadata={"help": "Fraction forgotten in the random scenario."})
     noisy_fraction: float = field(default=0.1, metadata={"help": "Fraction of labels corrupted in noisy_labels."})
     train_epochs: float = field(default=20.0, metadata={"help": "Epochs of the original and gold training."})
-    train_learning_rate: float = field(default=3e-3, metadata={"help": "Learning rate of the original and gold training."})
+    train_learning_rate: float = field(
+        default=3e-3, metadata={"help": "Learning rate of the original and gold training."}
+    )
     method_overrides: str | None = field(
         default=None, metadata={"help": "JSON or YAML/JSON file {method: {setting: value}} over the method defaults."}
     )

@@ -35,8 +35,9 @@ def method_settings(config) -> dict | None:
 
 def changed_settings(stored: dict | None, current: dict | None) -> list[str]:
     """Settings whose value differs between a stored result and today's config (recursing into dicts, such as the
-    two configs of a timed pair). Results written before settings were recorded (``stored`` is None) count as unchanged: nothing to
-    compare. A setting known to one side only (a field added or removed by an upgrade) is not a change either."""
+    two configs of a timed pair). Results written before settings were recorded (``stored`` is None) count as
+    unchanged: nothing to compare. A setting known to one side only (a field added or removed by an upgrade) is not a
+    change either."""
     if stored is None or current is None:
         return []
     changed = []

@@ -82,9 +82,11 @@ def run_cell(ctx: GroupContext, scenario: Scenario, method_name: str, original, 
         ctx, result.model, scenario, method=method_name, selection=result.extra.get("selection"),
         time_s=result.extra.get("time", result.time_s), gold_time_s=gold_time,
     ).to_dict()
-    report["gold"], report["original"] = ref["gold"], ref["original"]
+    gold_metrics = ref["gold"]
+    report["gold"], report["original"] = gold_metrics, ref["original"]
     report["deltas"] = {
-        k: (v - ref["gold"][k]) if isinstance(v, (int, float)) and isinstance(ref["gold"].get(k), (int, float)) else None
+        k: (v - gold_metrics[k]) if isinstance(v, (int, float)) and isinstance(gold_metrics.get(k), (int, float))
+        else None
         for k, v in report["metrics"].items()
     }
     report.pop("mia", None)  # per-model attack details stay in the single-run reports; the table needs the scores

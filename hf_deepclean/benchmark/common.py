@@ -23,7 +23,7 @@ import transformers
 from ..arguments import DataArguments, ModelArguments
 from ..errors import OutputDirError
 from ..evaluation.report import _json_safe
-from ..images import load_image_processor
+from ..images import load_image_processor, processor_backend
 from .arguments import BenchmarkArguments, parse_overrides
 
 SETTINGS_FILE = "benchmark_settings.json"
@@ -71,13 +71,19 @@ def set_up_process(bench: BenchmarkArguments) -> None:
 
 def run_settings(model_args: ModelArguments, data_args: DataArguments, bench: BenchmarkArguments,
                  overrides: dict) -> dict:
-    """What the cached models and cells depend on; a rerun with other values needs another folder."""
+    """What the cached models and cells depend on; a rerun with other values needs another folder.
+
+    The image processors' backend is recorded when it is not PIL's, the only one before it could be chosen: folders
+    made with PIL's keep their settings file as it was.
+    """
+    backend = processor_backend(model_args.image_processor_backend)
     return {
         "model_name_or_path": model_args.model_name_or_path, "image_size": model_args.image_size,
         "data": asdict(data_args), "quick": bench.quick, "forget_class": bench.forget_class,
         "forget_fraction": bench.forget_fraction, "noisy_fraction": bench.noisy_fraction,
         "train_epochs": bench.train_epochs, "train_learning_rate": bench.train_learning_rate,
         "method_overrides": overrides, "retain_eval_samples": bench.retain_eval_samples,
+        **({"image_processor_backend": backend} if backend != "pil" else {}),
     }
 
 
@@ -86,7 +92,8 @@ def check_settings(out: Path, settings: dict) -> None:
     path = out / SETTINGS_FILE
     if path.exists():
         stored = read_json(path)
-        changed = sorted(k for k in set(stored) | set(settings) if stored.get(k) != json.loads(json.dumps(settings.get(k))))
+        changed = sorted(k for k in set(stored) | set(settings)
+                         if stored.get(k) != json.loads(json.dumps(settings.get(k))))
         if changed:
             raise OutputDirError(
                 f"{out} holds a benchmark run with other settings ({', '.join(changed)}); its cached models and "
@@ -128,4 +135,5 @@ def load_base(model_args: ModelArguments, data_args: DataArguments, bench: Bench
     if bench.quick:
         base["train"] = base["train"].shuffle(seed=0).select(range(min(QUICK["train_samples"], len(base["train"]))))
         base["test"] = base["test"].shuffle(seed=0).select(range(min(QUICK["test_samples"], len(base["test"]))))
-    return base, load_image_processor(model_args.model_name_or_path, model_args.image_size)
+    return base, load_image_processor(model_args.model_name_or_path, model_args.image_size,
+                                      model_args.image_processor_backend)

@@ -32,7 +32,8 @@ def run_group(run: BenchmarkRun, model_key: str, architecture: str, seed: int, p
     """
     bench = run.bench
     current = current_settings(bench, run.overrides)
-    pending = {s: stale_cells(cell_paths(run.out, bench, model_key, seed, s), current, progress) for s in bench.scenarios}
+    pending = {s: stale_cells(cell_paths(run.out, bench, model_key, seed, s), current, progress)
+               for s in bench.scenarios}
     if not any(pending.values()):
         return
     data, processor = base or run.load_base()
@@ -56,7 +57,8 @@ def _run_scenario(ctx: GroupContext, scenario_name: str, todo: dict[str, Path]) 
         write_json(path, report)
         ctx.progress.done += 1
         m, d, b = report["metrics"], report["deltas"], report["benchmark"]
-        ctx.progress(f"{ctx.model_key} {scenario_name} seed {ctx.seed} {method_name}: Acc_Df {m['forget_accuracy']:.3f} "
+        ctx.progress(f"{ctx.model_key} {scenario_name} seed {ctx.seed} {method_name}: "
+                     f"Acc_Df {m['forget_accuracy']:.3f} "
                      f"(gold {ref['gold']['forget_accuracy']:.3f}), Acc_test {m['test_accuracy']:.3f} "
                      f"(d {d['test_accuracy']:+.3f}), {b['time_s']:.1f}s = {b['time_ratio']:.3f} x retrain")
 

@@ -239,7 +239,8 @@ class SensitivityGroup:
             point.update({k: stats[k] for k in ("early_stopping_best_epoch", "early_stopping_epochs_run")})
         return {**point, "kind": kind, "chosen": auto["chosen"], "start": auto["start"], "reason": auto["reason"],
                 "verified": auto["verified"], "attempts": auto["attempts"], "refit": auto.get("refit"),
-                "original_validation_accuracy": auto["original_validation_accuracy"], "validation_size": len(validation),
+                "original_validation_accuracy": auto["original_validation_accuracy"],
+                "validation_size": len(validation),
                 "reset_only_rows": auto["rows"]}
 
     def _heldout_test(self, model, heldout) -> dict:
@@ -354,7 +355,8 @@ def scenario_points(group: SensitivityGroup, sens: SensitivityArguments, kinds: 
     return found
 
 
-def group_points(ctx: GroupContext, sens: SensitivityArguments, plan: Mapping[str, Collection[str]]) -> SensitivityPoints:
+def group_points(ctx: GroupContext, sens: SensitivityArguments,
+                 plan: Mapping[str, Collection[str]]) -> SensitivityPoints:
     """The points of one (model, seed) group: per scenario of ``plan`` (scenario -> kinds), its gold model and
     reference first (both cached, shared with the method comparison), then its points."""
     found = SensitivityPoints()
@@ -406,7 +408,8 @@ def _plan(entries: list[tuple[str, str]], scenarios: list[str],
 
 
 def run_sensitivity(model_args: ModelArguments, data_args: DataArguments, bench: BenchmarkArguments,
-                    sens: SensitivityArguments, *, points: Mapping[tuple[str, str], Collection[str]] | None = None) -> dict:
+                    sens: SensitivityArguments, *,
+                    points: Mapping[tuple[str, str], Collection[str]] | None = None) -> dict:
     """Run (or resume) every sensitivity point, then write and return the summary.
 
     ``points`` (Python only; default: everything) maps ``(model_key, scenario)`` to the kinds of points

@@ -142,7 +142,8 @@ def to_markdown(summary: dict) -> str:
             per_seed = ", ".join(f"{_fmt(p['delta_forget_accuracy'], signed=True)} / "
                                  f"{_fmt(p['delta_test_accuracy'], signed=True)}" for p in n["per_seed"])
             lines.append(f"| {n['model']} | {n['scenario']} | {per_seed} | "
-                         f"{_fmt(n['delta_forget_accuracy'], signed=True)} / {_fmt(n['delta_test_accuracy'], signed=True)}"
+                         f"{_fmt(n['delta_forget_accuracy'], signed=True)} / "
+                         f"{_fmt(n['delta_test_accuracy'], signed=True)}"
                          f" | {'yes' if n['passes_mean'] else 'no'} | {n['passes_per_seed']}/{len(n['per_seed'])} |")
     if summary.get("seed_windows"):
         lines += ["", "## Windows per seed (each seed against its own gold)", "",
@@ -161,12 +162,13 @@ def to_markdown(summary: dict) -> str:
               "there), which the run never saw, not even to choose when to stop; *in window*: its fraction inside "
               "the seed-mean window at the default budget; *in its seed's*: inside this seed's own window at that "
               "budget.", "",
-              "| Model | Scenario | Seed | First choice | Fine-tuned (verified?) | Chosen | ΔAcc_Df / ΔAcc_test | passes "
-              "| ΔAcc_test held out | passes held out | in window | in its seed's | s |",
+              "| Model | Scenario | Seed | First choice | Fine-tuned (verified?) | Chosen | ΔAcc_Df / ΔAcc_test "
+              "| passes | ΔAcc_test held out | passes held out | in window | in its seed's | s |",
               "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a in summary["auto"]:
-        tried = ", ".join(f"{t['top_fraction']:g} ({'yes' if t['passed'] else 'not recovered' if t.get('collapsed') else 'no'})"
-                          for t in a.get("attempts", []))
+        tried = ", ".join(
+            f"{t['top_fraction']:g} ({'yes' if t['passed'] else 'not recovered' if t.get('collapsed') else 'no'})"
+            for t in a.get("attempts", []))
         if a.get("refit") is not None:
             tried += f"; none verified, {a['refit']:g} fine-tuned again (closest)"
         lines.append(f"| {a['model']} | {a['scenario']} | {a['seed']} | {_fmt(a.get('start'))} | {tried} | "
@@ -178,8 +180,8 @@ def to_markdown(summary: dict) -> str:
                      f"{'—' if a.get('inside_own') is None else ('yes' if a['inside_own'] else 'no')} | "
                      f"{_fmt(a.get('time_s') and round(a['time_s'], 2))} |")
     lines += ["", "## Fast preset vs SSD at its tuned alpha (best passing alpha of the sweep, else least gap)", "",
-              "| Model | Scenario | Seed | SSD alpha | SSD s | SSD ΔAcc_Df / ΔAcc_test | fast s | fast ΔAcc_Df / ΔAcc_test "
-              "| fast passes | time ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
+              "| Model | Scenario | Seed | SSD alpha | SSD s | SSD ΔAcc_Df / ΔAcc_test | fast s "
+              "| fast ΔAcc_Df / ΔAcc_test | fast passes | time ratio |", "|---|---|---|---|---|---|---|---|---|---|"]
     for f in summary["fast_vs_ssd"]:
         s, d = f["ssd"], f["fast"]
         lines.append(

@@ -35,7 +35,8 @@ COLUMNS = (
 def cell_values(cell: dict) -> dict[str, float | None]:
     """The numbers one cell contributes to its row."""
     metrics, deltas, bench = cell["metrics"], cell.get("deltas") or {}, cell.get("benchmark", {})
-    values = {key: metrics.get(key) for key in ("retain_accuracy", "forget_accuracy", "test_accuracy", "mia_efficacy", "mia_loss_lr")}
+    values = {key: metrics.get(key)
+              for key in ("retain_accuracy", "forget_accuracy", "test_accuracy", "mia_efficacy", "mia_loss_lr")}
     for key in ("forget_accuracy", "test_accuracy", "mia_efficacy", "mia_loss_lr"):
         values[f"delta_{key}"] = deltas.get(key)
     parts = [deltas.get(k) for k in ("forget_accuracy", "test_accuracy", "mia_efficacy")]

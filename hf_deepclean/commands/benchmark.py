@@ -20,6 +20,9 @@ def run(argv: list[str]) -> int:
         description="Compare unlearning methods across scenarios, models and seeds (resumable; results cached); "
         "--sensitivity sweeps DeepClean's and SSD's hyperparameters instead.",
     )
-    summary = run_sensitivity(model_args, data_args, bench, sens) if sens.sensitivity else benchmark(model_args, data_args, bench)
+    if sens.sensitivity:
+        summary = run_sensitivity(model_args, data_args, bench, sens)
+    else:
+        summary = benchmark(model_args, data_args, bench)
     print(summary["markdown"])
     return 0
