@@ -15,6 +15,8 @@ changed in place (``retrain`` returns a new one).
 ``salun``               SalUn (Fan et al. 2024): saliency mask + masked random-label training
 ``fisher_forgetting``   Fisher forgetting (Golatkar et al. 2020): noise ~ inverse retain Fisher
 ``l1_sparse``           l1-sparse unlearning (Jia et al. 2023): fine-tune with a decaying l1 penalty
+``l_codec``             L-CODEC (Mehta et al. 2022): per forget batch, L-FOCI units + a Newton step on their weights
+``fisher_masking``      Fisher Masking (Liu et al. 2023): zero the top forget-Fisher weights, masked fine-tune on D_r
 ``deepclean``           DeepClean: Fisher-ratio selection, reset to zero, masked fine-tune on D_r
 ``deepclean_init``      DeepClean resetting the selected weights to a fresh initialisation
 ``deepclean_none``      DeepClean without reset (masked fine-tune only)
@@ -36,7 +38,8 @@ from transformers import TrainingArguments
 
 from ..config import DeepCleanConfig
 from . import (
-    deepclean, finetune, fisher_forgetting, gradient_ascent, l1_sparse, original, random_labels, retrain, salun, ssd,
+    deepclean, finetune, fisher_forgetting, fisher_masking, gradient_ascent, l1_sparse, l_codec, original,
+    random_labels, retrain, salun, ssd,
 )
 from .base import MethodResult, TensorImageDataset, UnlearningArguments
 
@@ -89,6 +92,14 @@ METHODS: dict[str, UnlearningMethod] = {
             summary="Gaussian noise scaled by the inverse retain Fisher.",
         ),
         UnlearningMethod("l1_sparse", l1_sparse.run, l1_sparse.L1SparseConfig, summary="Fine-tune on D_r with decaying l1."),
+        UnlearningMethod(
+            "l_codec", l_codec.run, l_codec.LCodecConfig,
+            summary="L-CODEC: per forget batch, L-FOCI-selected units get a Newton step (plus its noise).",
+        ),
+        UnlearningMethod(
+            "fisher_masking", fisher_masking.run, fisher_masking.FisherMaskingConfig,
+            summary="Fisher Masking: zero the top weights by forget-set Fisher, masked fine-tune on D_r.",
+        ),
         UnlearningMethod(
             "deepclean", deepclean.run, DeepCleanConfig, {**deepclean.DIGITS_DEFAULTS, **_QUIET},
             summary="DeepClean: reset the top Fisher-ratio weights to zero, masked fine-tune on D_r.",
