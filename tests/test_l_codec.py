@@ -1,4 +1,4 @@
-"""L-CODEC: CODEC/FOCI on constructed data, the Newton step against an exact Hessian, and a run on tiny digits models."""
+"""L-CODEC: CODEC/FOCI on constructed data, the Newton step against an exact Hessian, runs on tiny digits models."""
 
 import copy
 import math
@@ -15,10 +15,16 @@ from hf_deepclean.images import TensorImageDataset
 from hf_deepclean.methods import METHODS, MethodResult, run_method
 from hf_deepclean.methods.base import UnlearningArguments, train, training_set
 from hf_deepclean.methods.l_codec import (
-    LCodecConfig, codec, conjugate_gradient, foci, run, sekhari_noise_std, unit_layers, units_to_mask,
+    LCodecConfig,
+    codec,
+    conjugate_gradient,
+    foci,
+    run,
+    sekhari_noise_std,
+    unit_layers,
+    units_to_mask,
 )
 from hf_deepclean.training import load_classifier
-
 
 # ------------------------------------------------------------------ CODEC and FOCI
 
@@ -178,7 +184,8 @@ def _changed(before, after):
 
 @pytest.mark.parametrize("architecture", ["vit", "resnet"])
 def test_run_changes_only_the_selected_parameters(architecture, trained_vit, digits_splits):
-    original = trained_vit if architecture == "vit" else load_classifier(None, num_labels=10, architecture="resnet", seed=0)
+    original = (trained_vit if architecture == "vit"
+                else load_classifier(None, num_labels=10, architecture="resnet", seed=0))
     model = copy.deepcopy(original)
     result = run_method("l_codec", model, digits_splits, seed=0, **FAST)
     assert isinstance(result, MethodResult) and result.time_s > 0
@@ -206,6 +213,7 @@ def test_run_is_seeded(trained_vit, digits_splits):
 
 def test_registered_and_selectable_in_the_benchmark():
     assert METHODS["l_codec"].make_config().selection == "lfoci" and METHODS["fisher_masking"].make_config().finetune
-    assert BenchmarkArguments(methods=["retrain", "l_codec", "fisher_masking"]).methods[1:] == ["l_codec", "fisher_masking"]
+    bench = BenchmarkArguments(methods=["retrain", "l_codec", "fisher_masking"])
+    assert bench.methods[1:] == ["l_codec", "fisher_masking"]
     with pytest.raises(ValueError, match="selection"):
         LCodecConfig(selection="random")

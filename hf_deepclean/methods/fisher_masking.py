@@ -74,7 +74,9 @@ class FisherMaskingConfig(UnlearningArguments):
     mask_fraction: float = field(default=0.04, metadata={"help": "Fraction of weights masked (largest score first)."})
     score: str = field(default="forget", metadata={"help": "forget: Fisher on D_f; ratio: F_f / (F_r + eps)."})
     finetune: bool = field(default=True, metadata={"help": "Fine-tune the masked weights on D_r afterwards."})
-    fisher_estimator: str = field(default="empirical", metadata={"help": "Fisher estimator: empirical, expected, batch."})
+    fisher_estimator: str = field(
+        default="empirical", metadata={"help": "Fisher estimator: empirical, expected, batch."}
+    )
     fisher_batch_size: int = field(default=64, metadata={"help": "Batch size of the Fisher pass."})
     fisher_max_samples: int | None = field(default=None, metadata={"help": "At most this many samples per Fisher."})
     ratio_eps: float = field(default=DEFAULT_EPS, metadata={"help": "Absolute eps of F_f / (F_r + eps) (score=ratio)."})
@@ -106,7 +108,7 @@ def fisher_mask(
     eps: float = DEFAULT_EPS,
     exclude=None,
 ) -> ParameterMask:
-    """The exact top ``fraction`` of the eligible weights by ``F_f`` (or by ``F_f / (F_r + eps)`` with ``fisher_retain``)."""
+    """The exact top ``fraction`` of the eligible weights by ``F_f`` (``F_f / (F_r + eps)`` given ``fisher_retain``)."""
     if fisher_retain is None:
         # select_parameters ranks F_f / (F_r + eps): with F_r = 0 and eps = 1 the rank is F_f itself
         fisher_retain, eps = {n: torch.zeros_like(f) for n, f in fisher_forget.items()}, 1.0

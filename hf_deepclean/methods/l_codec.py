@@ -95,9 +95,13 @@ class LCodecConfig:
     perturbation_std: float = field(default=0.1, metadata={"help": "Std of the Gaussian input perturbation."})
     selection: str = field(default="lfoci", metadata={"help": "lfoci (the paper's) or all (every parameter)."})
     max_units: int = field(default=10, metadata={"help": "At most this many units selected per batch."})
-    newton_gradient: str = field(default="forget", metadata={"help": "forget (influence step) or retain (exact Newton)."})
+    newton_gradient: str = field(
+        default="forget", metadata={"help": "forget (influence step) or retain (exact Newton)."}
+    )
     damping: float = field(default=0.01, metadata={"help": "Added to the Hessian diagonal; lambda of the noise."})
-    hessian_max_samples: int | None = field(default=512, metadata={"help": "Hessian on at most this many kept samples."})
+    hessian_max_samples: int | None = field(
+        default=512, metadata={"help": "Hessian on at most this many kept samples."}
+    )
     hessian_batch_size: int = field(default=128, metadata={"help": "Samples per Hessian-vector-product chunk."})
     cg_max_iter: int = field(default=30, metadata={"help": "Conjugate-gradient iterations per Newton step."})
     cg_tol: float = field(default=1e-4, metadata={"help": "Relative residual at which CG stops."})

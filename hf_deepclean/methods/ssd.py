@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ..images import collate_fn
 from ..fisher import fisher_diagonal
+from ..images import collate_fn
 from .base import MethodResult, mask_selection, model_inputs, require_splits, training_set
 
 # The plain vision transformers: the authors' ViT scaler (0.5) applies to them.
@@ -44,7 +44,9 @@ class SSDConfig:
     alpha: float | None = field(
         default=None, metadata={"help": "Select weights with I_f > alpha * I_D; None: 5 for a ViT, 10 otherwise."}
     )
-    dampening: float = field(default=1.0, metadata={"help": "lambda: dampen selected weights by min(lambda*I_D/I_f, 1)."})
+    dampening: float = field(
+        default=1.0, metadata={"help": "lambda: dampen selected weights by min(lambda*I_D/I_f, 1)."}
+    )
     batch_size: int = field(default=32, metadata={"help": "Mini-batch size of the importance (batch Fisher) pass."})
 
     def __post_init__(self):
@@ -90,7 +92,8 @@ def run(model, splits, processor=None, config: SSDConfig | None = None, *, seed:
     require_splits(splits, "forget", "retain")
     config = config or SSDConfig()
     start = time.perf_counter()
-    common = dict(estimator="batch", batch_size=config.batch_size, collate_fn=collate_fn, seed=seed, show_progress=False)
+    common = dict(estimator="batch", batch_size=config.batch_size, collate_fn=collate_fn, seed=seed,
+                  show_progress=False)
     importance_full = fisher_diagonal(model, model_inputs(training_set(splits), processor), **common)
     importance_forget = fisher_diagonal(model, model_inputs(splits["forget"], processor), **common)
     fisher_time = time.perf_counter() - start
@@ -98,4 +101,5 @@ def run(model, splits, processor=None, config: SSDConfig | None = None, *, seed:
     masks = dampen(model, importance_forget, importance_full, alpha=alpha, dampening=config.dampening)
     total = time.perf_counter() - start
     selection = dict(mask_selection(masks), threshold=alpha)
-    return MethodResult(model, total, {"time": {"fisher": fisher_time, "train": 0.0, "total": total}, "selection": selection})
+    return MethodResult(model, total, {"time": {"fisher": fisher_time, "train": 0.0, "total": total},
+                                       "selection": selection})
