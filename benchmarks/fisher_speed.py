@@ -20,9 +20,9 @@ import logging
 import resource
 
 import torch
-from _common import MODELS, RandomImages, best_time, build_model, device_name, pick_device
 from torch.utils.data import DataLoader
 
+from _common import MODELS, RandomImages, best_time, build_model, device_name, pick_device
 from hf_deepclean.fisher import fisher_diagonal
 from hf_deepclean.images import collate_fn as default_collate_fn
 

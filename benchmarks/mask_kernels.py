@@ -18,8 +18,8 @@ import statistics
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _common import MODELS, build_model, device_name, pick_device, wall_times
 
+from _common import MODELS, build_model, device_name, pick_device, wall_times
 from hf_deepclean.masking import GradientMask
 
 
@@ -49,7 +49,7 @@ def main() -> None:
         if kernels == "multi_tensor":
             mask_gradients = gradient_mask.mask_gradients
         else:  # the hooks' work, outside autograd
-            def mask_gradients():
+            def mask_gradients(grads=grads, frozen=frozen):
                 for grad, f in zip(grads, frozen):
                     grad.masked_fill(f, 0)
         masking = _median_time(mask_gradients, cli.iterations, device)

@@ -22,9 +22,9 @@ import time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
-from _common import MODELS, RandomImages, build_model, device_name, pick_device, synchronize
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
+from _common import MODELS, RandomImages, build_model, device_name, pick_device, synchronize
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.selection import ParameterMask
 from hf_deepclean.trainer import DeepCleanTrainer

@@ -97,7 +97,7 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
             client = __import__(module)
         except ImportError:
             continue
-        errors.append(getattr(client, "TransportError", None) or getattr(client, "ConnectionError"))
+        errors.append(getattr(client, "TransportError", None) or client.ConnectionError)
     return tuple(errors)
 
 

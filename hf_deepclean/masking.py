@@ -38,7 +38,12 @@ import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
 
 from ._compat import (
-    BATCH_NORM_TYPES, NORMALIZATION_TYPES, can_build_from_config, foreach_add_, foreach_mul_, model_from_config,
+    BATCH_NORM_TYPES,
+    NORMALIZATION_TYPES,
+    can_build_from_config,
+    foreach_add_,
+    foreach_mul_,
+    model_from_config,
 )
 
 logger = logging.getLogger(__name__)
@@ -207,7 +212,7 @@ class GradientMask:
         self.num_partial_tensors = 0
         self.num_sharded_tensors = 0
 
-    def attach(self) -> "GradientMask":
+    def attach(self) -> GradientMask:
         params = dict(self.model.named_parameters())
         missing = sorted(set(self.mask) - set(params))
         if missing:

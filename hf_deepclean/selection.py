@@ -392,9 +392,11 @@ class ParameterMask(Mapping):
 
 
 class StableSelection:
-    """``fisher_max_samples="auto"``: the stop rule of the D_r Fisher pass (:func:`hf_deepclean.fisher.fisher_diagonal`'s
-    ``stop_when``). At each snapshot of the running D_r Fisher it builds the selection that Fisher implies with the
-    finished D_f Fisher (:func:`select_for_config`: the config's cut, or each of ``top_fraction="auto"``'s candidate
+    """``fisher_max_samples="auto"``: the stop rule of the D_r Fisher pass
+    (:func:`hf_deepclean.fisher.fisher_diagonal`'s ``stop_when``).
+
+    At each snapshot of the running D_r Fisher it builds the selection that Fisher implies with the finished D_f
+    Fisher (:func:`select_for_config`: the config's cut, or each of ``top_fraction="auto"``'s candidate
     fractions), and stops once the Jaccard index between successive snapshots' selections is at least ``tolerance``
     ``patience`` times in a row (for several cuts, the smallest of their indices). ``history`` keeps
     ``(samples, jaccard)`` per snapshot.

@@ -9,7 +9,6 @@ from accelerate import Accelerator
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _fisher_models import random_dataset, tiny_vit  # noqa: E402
-
 from hf_deepclean.evaluation import collect_outputs  # noqa: E402
 
 NUM_SAMPLES, BATCH_SIZE = 37, 4

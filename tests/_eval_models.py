@@ -16,12 +16,12 @@ TRAIN_SIZE = 600
 EPOCHS = 6
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained_models() -> SimpleNamespace:
     """Train and save both models; returns the models, their folders, the splits and the processor."""
     from hf_deepclean.data import load_builtin_dataset
-    from hf_deepclean.images import load_image_processor
     from hf_deepclean.forget import ForgetSpec, split_forget_retain
+    from hf_deepclean.images import load_image_processor
     from hf_deepclean.training import TrainConfig, load_classifier, save_classifier, train_classifier
 
     digits = load_builtin_dataset("digits")

@@ -8,7 +8,6 @@ from accelerate import Accelerator
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _fisher_models import random_dataset, tiny_vit  # noqa: E402
-
 from hf_deepclean.fisher import fisher_diagonal  # noqa: E402
 
 NUM_SAMPLES, BATCH_SIZE, ESTIMATORS = 37, 4, ("empirical", "batch", "expected")

@@ -23,12 +23,10 @@ import torch
 import yaml
 from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 from torch.distributed.tensor import DTensor
-
 from transformers import AutoModelForImageClassification
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _fisher_models import count_weight_changes, random_dataset  # noqa: E402
-
 from hf_deepclean.config import DeepCleanConfig
 from hf_deepclean.images import load_image_processor
 from hf_deepclean.selection import ParameterMask

@@ -115,7 +115,7 @@ _ROUTES = [
 class _Handler(BaseHTTPRequestHandler):
     # HTTP/1.0: one request per connection, so no handler thread outlives its response.
     protocol_version = "HTTP/1.0"
-    server: "_Server"
+    server: _Server
 
     def log_message(self, format, *args):  # noqa: A002 - keep test output quiet
         pass
@@ -379,7 +379,7 @@ class HubTestServer:
         assert self._server is not None, "server not started"
         return self._server.url
 
-    def start(self) -> "HubTestServer":
+    def start(self) -> HubTestServer:
         server = _Server(("127.0.0.1", 0), _Handler)
         server.state = self.state
         server.url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -395,7 +395,7 @@ class HubTestServer:
             self._thread.join(timeout=5)
             self._server = None
 
-    def __enter__(self) -> "HubTestServer":
+    def __enter__(self) -> HubTestServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

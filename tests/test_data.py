@@ -4,8 +4,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hf_deepclean.data import DataError, load_image_dataset, resolve_columns
-from hf_deepclean.images import collate_fn, with_image_transform
 from hf_deepclean.forget import ForgetSpec, apply_label_noise, forget_indices, read_ids_file, split_forget_retain
+from hf_deepclean.images import collate_fn, with_image_transform
 
 
 def _toy(n=40, num_classes=4):

@@ -10,8 +10,6 @@ import pytest
 import torch
 
 from _eval_models import FORGET_CLASS, trained_models
-from hf_deepclean.images import collate_fn, with_image_transform
-from hf_deepclean.forget import ForgetSpec, split_forget_retain
 from hf_deepclean.evaluation import (
     REPORT_JSON,
     REPORT_MARKDOWN,
@@ -19,6 +17,8 @@ from hf_deepclean.evaluation import (
     collect_outputs,
     evaluate_unlearning,
 )
+from hf_deepclean.forget import ForgetSpec, split_forget_retain
+from hf_deepclean.images import collate_fn, with_image_transform
 from hf_deepclean.training import load_classifier
 
 METRIC_KEYS = ("retain_accuracy", "forget_accuracy", "test_accuracy", "mia_loss_lr", "mia_efficacy")

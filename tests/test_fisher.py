@@ -16,7 +16,6 @@ from _fisher_models import (  # noqa: E402
     random_dataset,
     tiny_vit,
 )
-
 from hf_deepclean.fisher import fisher_diagonal, per_sample_loop_fisher
 from hf_deepclean.images import collate_fn as default_collate_fn  # noqa: E402
 

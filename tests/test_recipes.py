@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hf_deepclean.training import TrainConfig
 from hf_deepclean.arguments import DataArguments, ForgetArguments, ModelArguments, parse_arguments
 from hf_deepclean.commands.train import TrainScriptArguments
 from hf_deepclean.commands.unlearn import UnlearnScriptArguments
 from hf_deepclean.config import DeepCleanConfig
+from hf_deepclean.training import TrainConfig
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 ACCELERATE = RECIPES / "accelerate"

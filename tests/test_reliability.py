@@ -6,8 +6,8 @@ names the value and what to do, no traceback, and nothing left in the output fol
 
 import hashlib
 import json
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess

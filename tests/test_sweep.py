@@ -4,9 +4,15 @@ import pytest
 import torch
 
 from _eval_models import FORGET_CLASS, trained_models
+from hf_deepclean.auto import (
+    choose_top_fraction,
+    forget_kind,
+    is_class_forgetting,
+    kept_validation_accuracy,
+    next_fraction,
+    verify_forgetting,
+)
 from hf_deepclean.config import DeepCleanConfig
-from hf_deepclean.auto import (choose_top_fraction, forget_kind, is_class_forgetting, kept_validation_accuracy,
-                               next_fraction, verify_forgetting)
 from hf_deepclean.fisher import fisher_diagonal
 from hf_deepclean.images import collate_fn, with_image_transform
 from hf_deepclean.sweep import reset_sweep, sweep_markdown

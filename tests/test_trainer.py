@@ -5,9 +5,9 @@ import torch
 
 from _fisher_models import count_weight_changes, random_dataset
 from hf_deepclean.config import DeepCleanConfig
+from hf_deepclean.errors import SelectionError
 from hf_deepclean.masking import GradientMask, normalization_parameter_names, reset_selected_weights
 from hf_deepclean.selection import ParameterMask
-from hf_deepclean.errors import SelectionError
 from hf_deepclean.sharding import check_distributed_support
 from hf_deepclean.trainer import MASK_FILE, DeepCleanTrainer
 from hf_deepclean.training import load_classifier
@@ -193,8 +193,8 @@ def test_resume_keeps_mask_and_frozen_weights(tmp_path):
 
 @pytest.mark.slow
 def test_class_forgetting_on_digits_end_to_end(tmp_path, digits, image_processor):
-    from hf_deepclean.forget import ForgetSpec, split_forget_retain
     from hf_deepclean.evaluation import collect_outputs
+    from hf_deepclean.forget import ForgetSpec, split_forget_retain
     from hf_deepclean.training import TrainConfig, train_classifier
 
     model = load_classifier(None, num_labels=10, architecture="vit", seed=0)

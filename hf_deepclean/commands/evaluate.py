@@ -13,7 +13,14 @@ from ..evaluation import REPORT_JSON, evaluate_unlearning
 from ..outputs import check_output_dir, run_folder
 from ..plots import plot_metric_bars
 from ..training import read_train_summary
-from .common import check_gold_model, check_inputs, describe_forget_set, load_model_for, load_processor_for, load_run_data
+from .common import (
+    check_gold_model,
+    check_inputs,
+    describe_forget_set,
+    load_model_for,
+    load_processor_for,
+    load_run_data,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,18 @@ from ..outputs import check_output_dir, run_folder
 from ..plots import save_plots
 from ..trainer import DeepCleanTrainer
 from ..training import read_train_summary, save_classifier
-from .common import (carve_validation, check_gold_model, check_inputs, declared_auto_kind, describe_forget_set, forget_record,
-                     forgets_mislabeled_samples, load_model_for, load_processor_for, load_run_data)
+from .common import (
+    carve_validation,
+    check_gold_model,
+    check_inputs,
+    declared_auto_kind,
+    describe_forget_set,
+    forget_record,
+    forgets_mislabeled_samples,
+    load_model_for,
+    load_processor_for,
+    load_run_data,
+)
 
 logger = logging.getLogger(__name__)
 

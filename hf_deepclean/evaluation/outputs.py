@@ -47,7 +47,7 @@ class SplitOutputs:
         """Bool mask of the samples whose label is one of ``class_ids`` (the forgotten classes, say)."""
         return np.isin(self.labels, np.asarray(class_ids, dtype=np.int64))
 
-    def subset(self, index) -> "SplitOutputs":
+    def subset(self, index) -> SplitOutputs:
         """The outputs of the samples picked by ``index`` (bool mask or integer indices)."""
         return SplitOutputs(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
 
@@ -56,7 +56,7 @@ class SplitOutputs:
         return np.stack([np.asarray(getattr(self, name), dtype=np.float64) for name in names], axis=1)
 
     @classmethod
-    def empty(cls) -> "SplitOutputs":
+    def empty(cls) -> SplitOutputs:
         floats, ints = np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64)
         return cls(floats, floats.copy(), floats.copy(), ints, ints.copy(), floats.copy())
 

@@ -154,7 +154,7 @@ class UnlearningReport:
         return self.to_dict()[key]
 
     @classmethod
-    def from_dict(cls, data: dict) -> "UnlearningReport":
+    def from_dict(cls, data: dict) -> UnlearningReport:
         known = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -192,7 +192,7 @@ class UnlearningReport:
             lines.append(f"| {label} | " + " | ".join(_pct(values.get(key)) for _, values in columns) + " |")
             if with_delta and self.gold:
                 cells = []
-                for name, values in columns:
+                for _, values in columns:
                     value, ref = values.get(key), gold.get(key)
                     same = values is self.gold
                     cell = "—" if same or not (_real(value) and _real(ref)) else _pct(value - ref, signed=True)
@@ -251,7 +251,7 @@ class UnlearningReport:
         return paths[0], paths[1]
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "UnlearningReport":
+    def load(cls, path: str | os.PathLike) -> UnlearningReport:
         """Read a report from its JSON file or from the folder that holds ``unlearning_report.json``."""
         path = Path(path)
         if path.is_dir():
