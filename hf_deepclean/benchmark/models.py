@@ -31,6 +31,12 @@ class Scenario:
         return f"gold_{self.name}"
 
 
+def original_role(scenario_name: str) -> str:
+    """The role of the original model a scenario forgets from: the noisy-label scenario has its own original,
+    trained on the corrupted labels; the others share one."""
+    return "original_noisy" if scenario_name == "noisy_labels" else "original"
+
+
 def materialize(dataset, processor, limit_bytes: int = 2 << 30):
     """Transform ``dataset`` once into memory unless that would take more than ``limit_bytes``."""
     first = TensorImageDataset.from_dataset(dataset.select(range(1)), processor)
@@ -49,8 +55,7 @@ def build_scenario(name: str, base, processor, bench: BenchmarkArguments, seed: 
     parts = split_forget_retain(base["train"], spec)
     raw = {"forget": parts["forget"], "retain": parts["retain"], "test": base["test"]}
     ready = {k: materialize(v, processor) for k, v in raw.items()}
-    original_key = "original_noisy" if name == "noisy_labels" else "original"
-    return Scenario(name, spec, apply_label_noise(base["train"], spec), raw, ready, original_key)
+    return Scenario(name, spec, apply_label_noise(base["train"], spec), raw, ready, original_role(name))
 
 
 class ModelStore:

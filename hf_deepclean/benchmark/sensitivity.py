@@ -16,7 +16,8 @@ For every (model, scenario, seed) it reuses the benchmark's cached original and 
 
 Points are evaluated with forward passes only (accuracy on D_f, test and a D_r sample); deltas are
 against the cached gold metrics. The summary is ``sensitivity.md``, ``sensitivity.json``, ``sensitivity.png``.
-With ``--num_workers`` the (model, seed) groups run in a pool of processes. From Python,
+With ``--num_workers`` the groups run in a pool of processes, one task per (model, seed) and original model (the
+scenarios that forget from one original stay together, so no two processes train it). From Python,
 :func:`run_sensitivity`'s ``points`` runs chosen kinds of points on chosen (model, scenario) pairs only.
 """
 
@@ -48,7 +49,7 @@ from .cache import SETTINGS_KEY, method_settings, stale_reason
 from .cells import reference
 from .common import QUICK, Progress, model_entries, read_json, set_up_process, start_run, write_json
 from .context import BenchmarkRun, GroupContext
-from .models import Scenario
+from .models import Scenario, original_role
 from .sensitivity_summary import passes, plot, summarize, to_markdown
 
 AUTO_KIND = {"class": "class", "noisy_labels": "noisy_labels", "random": "samples"}
@@ -356,28 +357,36 @@ def scenario_points(group: SensitivityGroup, sens: SensitivityArguments, kinds: 
 
 
 def group_points(ctx: GroupContext, sens: SensitivityArguments,
-                 plan: Mapping[str, Collection[str]]) -> SensitivityPoints:
-    """The points of one (model, seed) group: per scenario of ``plan`` (scenario -> kinds), its gold model and
+                 plan: Mapping[str, Collection[str]]) -> dict[str, SensitivityPoints]:
+    """The points of one (model, seed) group, per scenario of ``plan`` (scenario -> kinds): its gold model and
     reference first (both cached, shared with the method comparison), then its points."""
-    found = SensitivityPoints()
+    found = {}
     for scenario_name, kinds in plan.items():
         scenario = ctx.scenario(scenario_name)
         gold, gold_time = ctx.gold(scenario)
         ref = reference(ctx, scenario, gold, gold_time, ctx.original(scenario))
         group = SensitivityGroup(ctx, scenario, gold, ref, sens.auto_overrides)
-        found.extend(scenario_points(group, sens, kinds, ctx.progress))
+        found[scenario_name] = scenario_points(group, sens, kinds, ctx.progress)
     return found
 
 
 def group_points_in_process(run: BenchmarkRun, sens: SensitivityArguments, model_key: str, architecture: str,
-                            seed: int, plan: Mapping[str, Collection[str]]) -> SensitivityPoints:
-    """One (model, seed) group in a worker process of ``--num_workers``."""
+                            seed: int, plan: Mapping[str, Collection[str]]) -> dict[str, SensitivityPoints]:
+    """Some scenarios of one (model, seed) group in a worker process of ``--num_workers``."""
     set_up_process(run.bench)
     progress = Progress(sum(_count(kinds, sens) for kinds in plan.values()), f"sensitivity {model_key} seed {seed}")
     base, processor = run.load_base()
     with tempfile.TemporaryDirectory(prefix="hf_deepclean_sensitivity_") as scratch_dir:
         ctx = GroupContext(run, model_key, architecture, seed, base, processor, progress, Path(scratch_dir))
         return group_points(ctx, sens, plan)
+
+
+def _tasks(plan: Mapping[str, Collection[str]]) -> list[dict[str, Collection[str]]]:
+    """A group's plan split by original model: scenarios that share one stay in one task."""
+    tasks: dict[str, dict] = {}
+    for scenario_name, kinds in plan.items():
+        tasks.setdefault(original_role(scenario_name), {})[scenario_name] = kinds
+    return list(tasks.values())
 
 
 def default_budget(sens: SensitivityArguments) -> float:
@@ -425,15 +434,16 @@ def run_sensitivity(model_args: ModelArguments, data_args: DataArguments, bench:
     plan = _plan(entries, bench.scenarios, points)
     groups = [(key, arch, seed) for key, arch in entries for seed in bench.seeds if plan[key]]
     progress = Progress(sum(_count(kinds, sens) for key, _, _ in groups for kinds in plan[key].values()), "sensitivity")
-    found = SensitivityPoints()
-    if bench.num_workers > 1 and len(groups) > 1:
+    by_scenario: dict[tuple[str, int], dict[str, SensitivityPoints]] = {}
+    tasks = [(key, arch, seed, task) for key, arch, seed in groups for task in _tasks(plan[key])]
+    if bench.num_workers > 1 and len(tasks) > 1:
         # spawn: a fresh interpreter per worker (no forked torch thread pools)
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(bench.num_workers, len(groups)), mp_context=context) as pool:
-            futures = [pool.submit(group_points_in_process, run, sens, key, arch, seed, plan[key])
-                       for key, arch, seed in groups]
-            for future in futures:
-                found.extend(future.result())
+        with ProcessPoolExecutor(min(bench.num_workers, len(tasks)), mp_context=context) as pool:
+            futures = [(key, seed, pool.submit(group_points_in_process, run, sens, key, arch, seed, task))
+                       for key, arch, seed, task in tasks]
+            for key, seed, future in futures:
+                by_scenario.setdefault((key, seed), {}).update(future.result())
     else:
         base = None
         with tempfile.TemporaryDirectory(prefix="hf_deepclean_sensitivity_") as scratch_dir:
@@ -441,7 +451,11 @@ def run_sensitivity(model_args: ModelArguments, data_args: DataArguments, bench:
                 if base is None:
                     base = run.load_base()
                 ctx = GroupContext(run, model_key, architecture, seed, *base, progress, Path(scratch_dir))
-                found.extend(group_points(ctx, sens, plan[model_key]))
+                by_scenario[(model_key, seed)] = group_points(ctx, sens, plan[model_key])
+    found = SensitivityPoints()
+    for model_key, _, seed in groups:  # the order of a run in one process, whichever process computed what
+        for scenario_name in plan[model_key]:
+            found.extend(by_scenario[(model_key, seed)][scenario_name])
     summary = summarize(found.cells, [{k: v for k, v in a.items() if k != "reset_only_rows"} for a in found.autos],
                         found.fast, list(bench.seeds), budget, found.noise_floor)
     summary["auto_reset_only_rows"] = [{k: a[k] for k in ("model", "scenario", "seed", "reset_only_rows")}
