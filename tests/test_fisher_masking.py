@@ -84,3 +84,18 @@ def test_finetune_moves_only_the_masked_weights(trained, splits):
         moved += int((after[name][selected] != 0).sum())
     assert moved > 0  # the fine-tune trained the zeroed weights
     assert all(p.requires_grad for p in result.model.parameters())  # the mask was detached
+
+
+def test_ratio_score_and_excluded_norms(trained, splits):
+    common = dict(batch_size=64, collate_fn=collate_fn, show_progress=False)
+    fisher_forget = fisher_diagonal(trained, splits["forget"], **common)
+    fisher_retain = fisher_diagonal(trained, splits["retain"], **common)
+    norms = normalization_parameter_names(trained)
+    expected = fisher_mask(fisher_forget, 0.05, fisher_retain=fisher_retain, exclude=norms)
+    result = run_method("fisher_masking", copy.deepcopy(trained), splits, seed=0, mask_fraction=0.05, score="ratio",
+                        norm_policy="exclude", finetune=False)
+    assert result.extra["selection"]["num_selected"] == expected.num_selected
+    after = dict(result.model.named_parameters())
+    for name, selected in expected.items():
+        assert (after[name][selected] == 0).all(), name
+        assert name not in norms or not selected.any()

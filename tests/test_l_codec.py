@@ -161,7 +161,8 @@ def test_influence_update_is_the_newton_step_from_the_full_data_optimum(logistic
 
 # ------------------------------------------------------------------ on tiny digits models
 
-FAST = dict(num_perturbations=40, hessian_max_samples=64, cg_max_iter=5, max_units=4, forget_batch_size=16)
+FAST = dict(num_perturbations=40, hessian_max_samples=64, cg_max_iter=5, max_units=4, forget_batch_size=16,
+            max_accuracy_drop=None)
 
 
 @pytest.fixture(scope="module")
@@ -203,6 +204,20 @@ def test_run_changes_only_the_selected_parameters(architecture, trained_vit, dig
     for name, buffer in original.named_buffers():  # BatchNorm statistics untouched (eval mode)
         assert torch.equal(buffer, dict(result.model.named_buffers())[name])
     assert result.model.training == original.training
+
+
+def test_a_step_that_costs_kept_accuracy_is_undone_exactly(trained_vit, digits_splits):
+    # with n = 300 samples the paper's noise (epsilon 0.1) has sigma ~ 4e4: every step wrecks the model, and the
+    # code's rule (undo a step that costs more than 5 points) undoes each, bit for bit
+    model = copy.deepcopy(trained_vit)
+    result = run_method("l_codec", model, digits_splits, seed=0, **{**FAST, "max_accuracy_drop": 0.05})
+    steps = [s for s in result.extra["steps"] if s["num_parameters"]]
+    assert steps and all(s["reverted"] and s["kept_accuracy_before"] - s["kept_accuracy_after"] > 0.05 for s in steps)
+    assert all(torch.equal(p, q) for p, q in zip(trained_vit.parameters(), model.parameters()))
+    assert result.extra["selection"]["num_selected"] == 0
+    kept = run_method("l_codec", copy.deepcopy(trained_vit), digits_splits, seed=0,
+                      **{**FAST, "max_accuracy_drop": 0.05, "epsilon": None})
+    assert not any(s["reverted"] for s in kept.extra["steps"])  # the Newton steps alone cost no accuracy here
 
 
 def test_run_is_seeded(trained_vit, digits_splits):

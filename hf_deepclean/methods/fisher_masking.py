@@ -17,11 +17,12 @@ important parameters before fine-tuning ... a new masking strategy tailored to u
 information ... without any fine-tuning, the proposed Fisher masking could unlearn almost completely"), so no
 section or equation number is cited here. The formula above rests on (a) the abstract; (b) the DeepClean slides'
 one-line summary of it ("identify the parameters most responsible for performance on D_f and mask them, then
-fine-tune the remaining model on D_r"); (c) the experiment scripts of the paper in a public copy
-(shivank21/Unlearning-with-Fisher-Masking; its ``unlearning/`` module with the masking itself is missing), where the
-Fisher mask is computed with no retain data at all (``only_forget.py`` passes ``None`` for it), the largest scores
-are masked (``largest=True``) and the mask fraction is ``REMOVE_RATIO`` (0.04 in the MNIST configs, 0.02 for
-CIFAR), followed by a fine-tune on the retain data. So no normalisation against D_r is applied by default;
+fine-tune the remaining model on D_r"); (c) experiment scripts published under the paper's title
+(shivank21/Unlearning-with-Fisher-Masking, not verifiably the authors'; the ``unlearning/`` module that holds the
+masking itself is not in the repository), where the Fisher mask is also computed with no retain data
+(``only_forget.py`` passes ``None`` for the retain loader unless ``--sample_small``), the largest scores are masked
+(``largest=True``), the mask fraction is ``REMOVE_RATIO`` (0.04 in the MNIST configs, 0.02 for CIFAR) and a
+fine-tune on the retain data follows. So no normalisation against D_r is applied by default;
 ``score="ratio"`` ranks by ``F_f / (F_r + ratio_eps)`` instead, for comparison (that selection is DeepClean's,
 whose registry entry also zeroes and fine-tunes: the two then differ only in their defaults).
 

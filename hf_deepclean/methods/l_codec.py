@@ -39,10 +39,19 @@ Simplified, and why:
   (``getHessian(..., 'FD')``: an outer product of gradient differences over a weight distance, combined as
   ``(n H_old - H_sample) / (n - 1)``), which needs the training run's own checkpoints; here the S-block of the exact
   Hessian of the kept data is used through Hessian-vector products, which any trained model allows.
+- Batches, n and m. The code's default removes one sample per step (``scrub_batch_size`` batches them), scales the
+  step by ``1/(n - 1)`` with n the original training-set size and draws the noise with m = 1 whatever the batch;
+  here each step removes a batch, n is the number of samples actually kept and m the batch's size (Sekhari et
+  al.'s bound for m deletions), so the step is the Newton step of the data that remains.
+- 200 perturbations per batch instead of the scripts' 1000, and at most 10 units (the code has no cap): FOCI's
+  cost grows with the square of the perturbations and with the units chosen, on 2 CPU cores.
 - CODEC's inputs are standardised per unit (the default of Azadkia & Chatterjee's FOCI package); the code uses raw
-  activations. Units that do not vary under the perturbations are never selected.
-- The code reverts a batch whose removal drops validation accuracy by more than 5 points (``val_gap_skip``); there
-  is no validation split here, so every update is kept.
+  activations. Units that do not vary under the perturbations are never selected. The statistic itself is the
+  code's (``codec/torch_codec.py``: ``codec2``, ``codec3``; ties in Y counted as Azadkia & Chatterjee define R and L).
+- The code undoes a removal that drops validation accuracy by more than 5 points (``val_gap_skip``); there is no
+  validation split here (the test split is for the evaluation), so the same rule (``max_accuracy_drop``) reads the
+  accuracy on the Hessian's sample of the kept data, before and after the step. An undone step's parameters get
+  their exact old values back and do not count as selected.
 - BatchNorm and dropout: the model is in eval mode throughout (the code disables BatchNorm updates too).
 """
 
@@ -88,6 +97,8 @@ class LCodecConfig:
         cg_tol: Stop CG when the residual is below ``cg_tol`` times the right-hand side's norm.
         epsilon: Privacy epsilon of the Gaussian noise on the updated parameters (None: no noise).
         delta: Privacy delta of the noise.
+        max_accuracy_drop: Undo a step (update and noise) that lowers the accuracy on the Hessian's sample of the kept
+            data by more than this (the code's ``val_gap_skip`` = 0.05, there on a validation split); None: keep all.
     """
 
     forget_batch_size: int = field(default=32, metadata={"help": "Forget samples removed per selection + Newton step."})
@@ -107,6 +118,9 @@ class LCodecConfig:
     cg_tol: float = field(default=1e-4, metadata={"help": "Relative residual at which CG stops."})
     epsilon: float | None = field(default=0.1, metadata={"help": "Noise epsilon (None: no noise)."})
     delta: float = field(default=0.01, metadata={"help": "Noise delta."})
+    max_accuracy_drop: float | None = field(
+        default=0.05, metadata={"help": "Undo a step that drops kept-data accuracy by more than this (None: never)."}
+    )
 
     def __post_init__(self):
         if self.selection not in SELECTIONS:
@@ -311,6 +325,15 @@ class ParameterSubset:
             offset += count
         return out
 
+    def snapshot(self) -> list[torch.Tensor]:
+        return [t.detach()[m].clone() for t, m in zip(self.tensors, self.masks)]
+
+    @torch.no_grad()
+    def restore(self, values: Sequence[torch.Tensor]) -> None:
+        """Write back the exact values of :meth:`snapshot` (no arithmetic: bit for bit)."""
+        for t, m, v in zip(self.tensors, self.masks, values):
+            t[m] = v
+
     @torch.no_grad()
     def add_(self, flat: torch.Tensor) -> None:
         """``w_S += flat``; entries outside the mask are not written."""
@@ -326,6 +349,17 @@ def _loss_sum(model, x, y) -> torch.Tensor:
     if logits.dtype in (torch.float16, torch.bfloat16):  # the log-softmax of half-precision logits is coarse
         logits = logits.float()
     return F.cross_entropy(logits, y, reduction="sum")
+
+
+@torch.no_grad()
+def accuracy(model, chunks) -> float:
+    """Accuracy over the ``(x, y)`` chunks (non-finite logits count as wrong)."""
+    correct = total = 0
+    for x, y in chunks:
+        logits = model(pixel_values=x).logits
+        correct += int(((logits.argmax(-1) == y) & torch.isfinite(logits).all(-1)).sum())
+        total += len(y)
+    return correct / total if total else 0.0
 
 
 def subset_gradient(model, subset: ParameterSubset, chunks) -> torch.Tensor:
@@ -431,7 +465,8 @@ def _remove_batch(model, layers, forget, retain, batch_index: list[int], config:
     subset = ParameterSubset(model, mask)
     if subset.size == 0:  # the loss does not vary with any unit under the perturbations: nothing to update
         return mask, {"batch": len(batch_index), "units": units, "num_parameters": 0, "noise_std": 0.0,
-                      "step_norm": 0.0, "iterations": 0, "relative_residual": 0.0, "negative_curvature": False}
+                      "step_norm": 0.0, "reverted": False, "iterations": 0, "relative_residual": 0.0,
+                      "negative_curvature": False}
     tick = time.perf_counter()
     chunks, num_chunk_samples = _chunks(forget, retain, kept_forget, config, generator, param.device, param.dtype)
     kept = len(retain) + len(kept_forget)
@@ -446,10 +481,18 @@ def _remove_batch(model, layers, forget, retain, batch_index: list[int], config:
         sigma = sekhari_noise_std(len(batch_index), kept + len(batch_index), epsilon=config.epsilon,
                                   delta=config.delta, strong_convexity=config.damping)
         step = step + sigma * torch.randn(subset.size, generator=generator, dtype=torch.float64)
+    before = accuracy(model, chunks) if config.max_accuracy_drop is not None else None
+    saved = subset.snapshot()
     subset.add_(step)
+    after = accuracy(model, chunks) if config.max_accuracy_drop is not None else None
+    reverted = before is not None and before - after > config.max_accuracy_drop
+    if reverted:
+        subset.restore(saved)
+        mask = {n: torch.zeros_like(m) for n, m in mask.items()}
     times["newton"] += time.perf_counter() - tick
     return mask, {"batch": len(batch_index), "units": units, "num_parameters": subset.size, "noise_std": sigma,
-                  "step_norm": float(step.norm()), **info}
+                  "step_norm": float(step.norm()), "kept_accuracy_before": before, "kept_accuracy_after": after,
+                  "reverted": reverted, **info}
 
 
 def run(model, splits, processor=None, config: LCodecConfig | None = None, *, seed: int = 0) -> MethodResult:
