@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from hf_deepclean.benchmark.sensitivity import SensitivityGroup
+from hf_deepclean.benchmark.sensitivity_points import SensitivityGroup
 from hf_deepclean.commands import benchmark as bench_mod
 from hf_deepclean.fisher import fisher_diagonal
 from hf_deepclean.images import TensorImageDataset

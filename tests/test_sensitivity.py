@@ -5,7 +5,7 @@ import json
 import pytest
 
 from hf_deepclean.benchmark import models as models_mod
-from hf_deepclean.benchmark import sensitivity as sens_mod
+from hf_deepclean.benchmark import sensitivity_points as points_mod
 from hf_deepclean.benchmark.arguments import parse_auto_overrides
 from hf_deepclean.benchmark.sensitivity_summary import passing_window, summarize, to_markdown
 from hf_deepclean.commands import benchmark as bench_mod
@@ -153,14 +153,14 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
     assert len(reseeded) == 1
     from hf_deepclean.training import read_train_summary
 
-    assert read_train_summary(reseeded[0])["seed"] == summary["seeds"][0] + sens_mod.RESEED_OFFSET
+    assert read_train_summary(reseeded[0])["seed"] == summary["seeds"][0] + points_mod.RESEED_OFFSET
 
     def no_compute(*args, **kwargs):
         raise AssertionError("a cached point was recomputed")
 
-    real_auto = sens_mod.SensitivityGroup.auto
+    real_auto = points_mod.SensitivityGroup.auto
     for name in ("deepclean", "ssd", "auto", "fast_vs_ssd", "gold_reseeded"):
-        monkeypatch.setattr(sens_mod.SensitivityGroup, name, no_compute)
+        monkeypatch.setattr(points_mod.SensitivityGroup, name, no_compute)
     monkeypatch.setattr(models_mod, "train_classifier", no_compute)
     (out / "sensitivity.md").unlink()
     assert bench_mod.run(ARGS + ["--output_dir", str(out)]) == 0
@@ -175,14 +175,14 @@ def test_quick_sensitivity_writes_outputs_and_resumes(tmp_path, monkeypatch):
     stale["method_settings"]["deepclean_fast"]["max_steps"] = 9
     point.write_text(json.dumps(stale))
     recomputed = []
-    monkeypatch.setattr(sens_mod.SensitivityGroup, "fast_vs_ssd", lambda self, *a: recomputed.append(a) or stale)
+    monkeypatch.setattr(points_mod.SensitivityGroup, "fast_vs_ssd", lambda self, *a: recomputed.append(a) or stale)
     assert bench_mod.run(ARGS + ["--output_dir", str(out)]) == 0
     assert len(recomputed) == 1
     assert json.loads(point.read_text())["method_settings"]["deepclean_fast"]["max_steps"] == 4
 
     # Settings for the auto run only (the no-gold budget rule): only the auto point is recomputed, and since its
     # validation half chose the epoch, it also reports test accuracy on the other half against gold's there.
-    monkeypatch.setattr(sens_mod.SensitivityGroup, "auto", real_auto)
+    monkeypatch.setattr(points_mod.SensitivityGroup, "auto", real_auto)
     budget = '{"early_stopping_patience": 1, "num_train_epochs": 1, "eval_strategy": "steps", "eval_steps": 2}'
     assert bench_mod.run(ARGS + ["--output_dir", str(out), "--sensitivity_auto_overrides", budget]) == 0
     assert len(recomputed) == 1

@@ -10,6 +10,7 @@ Modules, each importing only modules listed before it (and the library):
 - ``context``: :class:`BenchmarkRun` (what the whole run shares) and :class:`GroupContext` (one (model, seed) group)
 - ``cells``: one cell of the method comparison, and the gold/original reference every result is judged against
 - ``harness``: the method comparison (:func:`benchmark`)
+- ``sensitivity_points``: the points of one (model, scenario, seed) of the sensitivity sweep (:class:`SensitivityGroup`)
 - ``sensitivity``: the sensitivity sweep (:func:`run_sensitivity`)
 
 Nothing is imported here: ``import hf_deepclean.benchmark.sensitivity_summary`` stays light.
