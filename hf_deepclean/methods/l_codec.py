@@ -25,8 +25,9 @@ still kept after it (D_r and the forget batches not yet removed, n = |R|):
      ``g_S = (1/n) sum_{z in b} grad_S loss(z)``, the influence of the removed batch. It is the Newton step of the
      loss on R when the model minimises the loss on R + b (the gradient of the kept data is then minus that);
    - ``newton_gradient="retain"``: ``g_S = -grad_S L_R(w)``, the exact Newton step of the loss on R from the current
-     weights, which needs no optimality assumption (with S = all weights and one batch it is exactly one Newton
-     step of the retain loss from the original weights; a test checks it against ``torch.autograd.functional.hessian``).
+     weights, which needs no optimality assumption (with S = all weights, one batch, no damping and no sampling it
+     is exactly one Newton step of the retain loss from the original weights; a test checks it against
+     ``torch.autograd.functional.hessian``).
 3. Noise (the code's ``NoisyReturn``, from Sekhari et al. 2021): ``w_S += N(0, sigma^2)`` with
    ``sigma = (gamma / epsilon) sqrt(2 ln(1.25 / delta))``, ``gamma = 2 M L^2 m^2 / (lambda^3 n^2)``, m = the batch
    size, n = the training samples before the removal, lambda = ``damping``, M = 0.25 and L = 1 (the code's values for
