@@ -30,7 +30,7 @@ def plot_epsilon_histogram(summary: dict, path) -> Path:
     ax.set_xlabel("per-example ε (unlearned vs retrained)")
     ax.set_ylabel("forget examples")
     ax.set_title(f"ε of {quality['num_examples']} forget examples at N = {quality['num_models']} "
-                 f"(F = {quality['score']:.3f}); not shown: {quality['num_separated']} separated (∞), "
+                 f"(F = {quality['score']:.3f})\nnot shown: {quality['num_separated']} separated (ε = ∞), "
                  f"{quality['num_capped']} capped", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(True, alpha=0.3)
