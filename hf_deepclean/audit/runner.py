@@ -10,6 +10,7 @@ one line per model. Then :func:`~hf_deepclean.audit.summary.summarize` judges th
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -76,6 +77,21 @@ def _evaluate(result, seed: int, eval_sets: dict, start: float, batch_size: int)
                        wall_s=time.perf_counter() - start, extra=dict(result.extra or {}))
 
 
+@contextlib.contextmanager
+def _quiet_models():
+    """The methods' own INFO lines (the Fisher's seconds, the selection) at WARNING while the models run: the
+    audit prints one line per model instead."""
+    loggers = [logging.getLogger(name) for name in ("hf_deepclean.fisher", "hf_deepclean.trainer")]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(max(log.getEffectiveLevel(), logging.WARNING))
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+
+
 def _population(records: list[ModelRecord]) -> Population:
     labels = records[0].labels
     if any(not np.array_equal(r.labels, labels) for r in records):
@@ -137,7 +153,7 @@ def run_audit(original, splits: dict, processor, *, original_path, identity: dic
         plan = first + [(kind, s) for kind in records for s in todo[kind]]
         estimated = False
         bar = tqdm(total=2 * num_models, initial=cached, unit="model", desc="audit", dynamic_ncols=True)
-        with bar, tempfile.TemporaryDirectory(prefix="hf_deepclean_audit_") as scratch:
+        with bar, _quiet_models(), tempfile.TemporaryDirectory(prefix="hf_deepclean_audit_") as scratch:
             for kind, s in plan:
                 if all(records.values()) and not estimated:
                     log(_estimate(records, num_models, method))

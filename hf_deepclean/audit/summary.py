@@ -68,7 +68,7 @@ def reference_halves(unlearned: Population, retrained: Population, delta: float 
            "retrained_second_seeds": _seed_range(retrained.seeds[half:2 * half]) if half else "",
            "unlearned_seeds": _seed_range(unlearned.seeds[:half]) if half else ""}
     if half < 3:
-        out["reason"] = (f"N = {min(len(unlearned), len(retrained))} gives halves of {half} models; the forget score "
+        out["reason"] = (f"N = {min(len(unlearned), len(retrained))} gives halves of {half} model{'s' if half != 1 else ''}; the forget score "
                          "needs at least 3 per population, so the reference needs N >= 6")
         return out
     second = retrained.confidences[half:2 * half]
