@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast venv clean bench
+.PHONY: demo test test-fast lint venv clean bench
 
 $(BIN)/hf-deepclean: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ demo: venv
 
 test: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check hf_deepclean tests benchmarks
 
 test-fast: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -m "not slow and not distributed" $(PYTEST_ARGS)

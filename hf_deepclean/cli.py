@@ -56,12 +56,13 @@ QUIET_LOGGERS = ("httpx", "httpcore", "urllib3", "huggingface_hub.utils._http", 
 
 
 def configure_output() -> None:
-    """Logging and progress bars for a command line run: INFO from the main process only (``accelerate launch``
-    sets ``RANK``; every rank printing the same lines is noise), no per-request HTTP logs, and progress bars only
-    on a terminal (tqdm's carriage returns make one endless line in a log file; the INFO lines say what ran)."""
+    """Logging and progress bars for a command line run: INFO and warnings from the main process only
+    (``accelerate launch`` sets ``RANK``; every rank printing the same lines is noise, and the others still print
+    errors), no per-request HTTP logs, and progress bars only on a terminal (tqdm's carriage returns make one
+    endless line in a log file; the INFO lines say what ran)."""
     main_process = os.environ.get("RANK", "0") in ("", "0")
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger().setLevel(logging.INFO if main_process else logging.WARNING)
+    logging.getLogger().setLevel(logging.INFO if main_process else logging.ERROR)
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     if not sys.stderr.isatty():

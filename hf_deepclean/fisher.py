@@ -493,8 +493,10 @@ def compute_fishers(model: torch.nn.Module, forget, retain, config, *, accelerat
     used = stop.history[-1][0] if stop is not None and stop.history else len(retain)
     if stats is not None:
         stats.update(retain_samples=used, stability=list(stop.history) if stop is not None else None)
-    logger.info("Fisher diagonals (%s) on %d forget and %d of %d retain samples%s: %.1f s.", config.fisher_estimator,
-                len(forget), min(used, len(retain)), len(retain),
+    processes = accelerator.num_processes if accelerator is not None else 1
+    logger.info("Fisher diagonals (%s) on %d forget and %d of %d retain samples, %d process%s%s: %.1f s.",
+                config.fisher_estimator, len(forget), min(used, len(retain)), len(retain), processes,
+                "" if processes == 1 else "es",
                 " (stopped when the selection was stable)" if auto else
                 f" (at most {config.fisher_max_samples} each)" if config.fisher_max_samples else "",
                 time.perf_counter() - start)

@@ -29,3 +29,6 @@ if __name__ == "__main__":
     if accelerator.is_main_process:
         np.savez(sys.argv[1], losses=outputs.losses, labels=outputs.labels, predictions=outputs.predictions)
     accelerator.wait_for_everyone()
+    # end the process group before the interpreter does: its teardown of gloo's threads can abort a finished rank
+    # ("terminate called without an active exception"), as the CLI's end_distributed_run explains
+    torch.distributed.destroy_process_group()

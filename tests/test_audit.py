@@ -8,8 +8,16 @@ import json
 import numpy as np
 import pytest
 
-from hf_deepclean.audit import (AUDIT_JSON, AUDIT_KEYS, SETTINGS_FILE, Population, audit_record, summarize,
-                                summary_markdown, weights_sha256)
+from hf_deepclean.audit import (
+    AUDIT_JSON,
+    AUDIT_KEYS,
+    SETTINGS_FILE,
+    Population,
+    audit_record,
+    summarize,
+    summary_markdown,
+    weights_sha256,
+)
 from hf_deepclean.cli import main
 from hf_deepclean.errors import DataError
 from hf_deepclean.evaluation import REPORT_JSON, UnlearningReport

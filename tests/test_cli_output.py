@@ -19,7 +19,7 @@ def fresh_logging(monkeypatch):
         logging.getLogger(name).setLevel(logging.NOTSET)
 
 
-@pytest.mark.parametrize("rank, level", [(None, logging.INFO), ("0", logging.INFO), ("1", logging.WARNING)])
+@pytest.mark.parametrize("rank, level", [(None, logging.INFO), ("0", logging.INFO), ("1", logging.ERROR)])
 def test_only_the_main_process_logs_info(fresh_logging, monkeypatch, rank, level):
     if rank is None:
         monkeypatch.delenv("RANK", raising=False)

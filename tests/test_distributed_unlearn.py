@@ -63,10 +63,8 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:
-    # Through from_pretrained: checkpoints may store legacy key names, the mask uses the in-memory ones.
-    from transformers import AutoModelForImageClassification
-
-    return dict(AutoModelForImageClassification.from_pretrained(str(folder)).named_parameters())
+    # The saved files, as an auditor diffs them: the mask is keyed like model.safetensors (issue 23).
+    return _load(folder / "model.safetensors")
 
 
 @pytest.mark.distributed
@@ -84,8 +82,9 @@ def test_two_cpu_processes_match_one_and_keep_frozen_weights_exact(original):
     assert single.returncode == 0, single_log[-4000:]
     multi_log = multi.stdout + multi.stderr
     assert multi.returncode == 0, multi_log[-4000:]
-    # Both ranks log their selection: proof that two processes formed one group rather than one (or two lone) runs.
-    assert multi_log.count("DeepClean selected") == 2, multi_log[-4000:]
+    # One group of two processes, not two lone runs: the main process says so, and only it logs (issue 23).
+    assert "retain samples, 2 processes" in multi_log and "retain samples, 1 process" in single_log, multi_log[-4000:]
+    assert multi_log.count("DeepClean selected") == 1, multi_log[-4000:]
     assert single_log.count("DeepClean selected") == 1, single_log[-4000:]
 
     for name in ("_fisher_forget.safetensors", "_fisher_retain.safetensors"):
@@ -127,9 +126,11 @@ def test_auto_retries_on_two_processes_keep_frozen_weights_exact(original):
     run = subprocess.run(launch, env=_env(ACCELERATE_USE_CPU="1"), capture_output=True, text=True, timeout=280)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-4000:]
-    assert log.count("trying 0.2 from the original weights") == 2 and log.count("trying 0.3") == 2, log[-4000:]
+    assert "retain samples, 2 processes" in log, log[-4000:]
+    # (the main process logs, once: issue 23)
+    assert log.count("trying 0.2 from the original weights") == 1 and log.count("trying 0.3") == 1, log[-4000:]
     # Every attempt equally far from the criterion (the stub): the run ends with the smallest, fine-tuned again.
-    assert log.count("fine-tuning 0.1 again") == 2, log[-4000:]
+    assert log.count("fine-tuning 0.1 again") == 1, log[-4000:]
     mask = _load(out / "_parameter_mask.safetensors")
     assert abs(sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values()) - 0.1) < 1e-3
     before, after = _weights(original / "original"), _weights(out)

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from hf_deepclean.forget import ForgetSpec, split_forget_retain
+from hf_deepclean.forget import ForgetSpec, relabel_to_wrong_classes, split_forget_retain
 from hf_deepclean.methods import METHODS, MethodResult, TensorImageDataset, get_method, run_method
-from hf_deepclean.forget import relabel_to_wrong_classes
 from hf_deepclean.methods.base import training_set
 from hf_deepclean.methods.fisher_forgetting import add_noise, noise_std
 from hf_deepclean.methods.l1_sparse import L1SparseTrainer, l1_weight_at
@@ -197,7 +196,7 @@ def test_fisher_forgetting_noise_scales_inversely_with_the_fisher():
 def test_fisher_forgetting_run_is_seeded(trained, splits):
     a = run_method("fisher_forgetting", fresh(trained), splits, seed=3, alpha=1e-4, fisher_max_samples=64)
     b = run_method("fisher_forgetting", fresh(trained), splits, seed=3, alpha=1e-4, fisher_max_samples=64)
-    for (_, pa), (_, pb), (_, p0) in zip(a.model.named_parameters(), b.model.named_parameters(), trained.named_parameters()):
+    for (_, pa), (_, pb), _ in zip(a.model.named_parameters(), b.model.named_parameters(), trained.named_parameters()):
         assert torch.equal(pa, pb)
     assert any(changed(trained, a.model)[n].any() for n in dict(trained.named_parameters()))
 

@@ -47,7 +47,7 @@ def plot_worst_examples(unlearned: Population, retrained: Population, summary: d
     jitter = np.random.default_rng(0)
     for ax, row in zip(axes, worst):
         i = row["index"]
-        for y, (name, pop, color) in enumerate((("retrained", retrained, "tab:green"),
+        for y, (_name, pop, color) in enumerate((("retrained", retrained, "tab:green"),
                                                  ("unlearned", unlearned, "tab:blue"))):
             values = pop.confidences[:, i]
             ax.scatter(values, y + jitter.uniform(-0.15, 0.15, values.shape), s=10, color=color, alpha=0.7)

@@ -16,7 +16,6 @@ import json
 import logging
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,8 +28,16 @@ from ..methods import run_method
 from ..outputs import run_folder
 from .cache import ModelRecord, load_record, save_record
 from .plots import write_audit_plots
-from .settings import (AUDIT_JSON, AUDIT_MARKDOWN, RETRAIN_DIR, SETTINGS_FILE, UNLEARN_DIR, audit_settings,
-                       prepare_folder, settings_key)
+from .settings import (
+    AUDIT_JSON,
+    AUDIT_MARKDOWN,
+    RETRAIN_DIR,
+    SETTINGS_FILE,
+    UNLEARN_DIR,
+    audit_settings,
+    prepare_folder,
+    settings_key,
+)
 from .summary import SPLITS, Population, summarize, summary_markdown
 
 logger = logging.getLogger(__name__)

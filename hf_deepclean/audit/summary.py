@@ -40,7 +40,7 @@ class Population:
     def __len__(self) -> int:
         return len(self.seeds)
 
-    def take(self, index: slice) -> "Population":
+    def take(self, index: slice) -> Population:
         return Population(list(self.seeds)[index], self.confidences[index],
                           {k: np.asarray(v)[index] for k, v in self.accuracies.items()}, np.asarray(self.times)[index])
 

@@ -38,8 +38,18 @@ from transformers import TrainingArguments
 
 from ..config import DeepCleanConfig
 from . import (
-    deepclean, finetune, fisher_forgetting, fisher_masking, gradient_ascent, l1_sparse, l_codec, original,
-    random_labels, retrain, salun, ssd,
+    deepclean,
+    finetune,
+    fisher_forgetting,
+    fisher_masking,
+    gradient_ascent,
+    l1_sparse,
+    l_codec,
+    original,
+    random_labels,
+    retrain,
+    salun,
+    ssd,
 )
 from .base import MethodResult, TensorImageDataset, UnlearningArguments
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import torch
 
 from ..config import FISHER_ESTIMATORS
-from ..images import collate_fn
 from ..fisher import fisher_diagonal
+from ..images import collate_fn
 from .base import MethodResult, model_inputs, require_splits
 
 

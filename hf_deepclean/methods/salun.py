@@ -19,8 +19,15 @@ from ..images import collate_fn
 from ..masking import GradientMask
 from ..selection import ParameterMask, select_parameters
 from .base import (
-    MaskedTrainer, MethodResult, UnlearningArguments, concat, model_inputs, num_labels,
-    require_splits, train, with_seed,
+    MaskedTrainer,
+    MethodResult,
+    UnlearningArguments,
+    concat,
+    model_inputs,
+    num_labels,
+    require_splits,
+    train,
+    with_seed,
 )
 
 
