@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 
 IMAGE_PROCESSOR_BACKENDS = ("auto", "pil", "torchvision")
+# Splits whose pixel values would take more than this stay raw (transformed per batch) instead of held in memory.
+IN_MEMORY_LIMIT_BYTES = 2 << 30
 
 
 def processor_backend(backend: str = "auto") -> str:
@@ -176,6 +178,16 @@ class TensorImageDataset(torch.utils.data.Dataset):
         return f"TensorImageDataset({len(self)} samples, pixel_values {tuple(self.pixel_values.shape[1:])})"
 
 
-__all__ = ["IMAGE_PROCESSOR_BACKENDS", "TensorImageDataset", "collate_fn", "load_image_processor", "model_inputs",
-           "pixel_values", "processor_backend",
-           "with_image_transform"]
+__all__ = ["IMAGE_PROCESSOR_BACKENDS", "IN_MEMORY_LIMIT_BYTES", "TensorImageDataset", "collate_fn", "in_memory",
+           "load_image_processor", "model_inputs", "pixel_values", "processor_backend", "with_image_transform"]
+
+
+def in_memory(dataset, image_processor, limit_bytes: int = IN_MEMORY_LIMIT_BYTES):
+    """``dataset`` transformed once into a :class:`TensorImageDataset`, unless its float32 pixel values would take
+    more than ``limit_bytes``: then the raw split itself (transformed per batch by whoever reads it)."""
+    if isinstance(dataset, TensorImageDataset):
+        return dataset
+    first = TensorImageDataset.from_dataset(dataset.select(range(1)), image_processor)
+    if first.pixel_values[0].numel() * 4 * len(dataset) > limit_bytes:
+        return dataset
+    return TensorImageDataset.from_dataset(dataset, image_processor)

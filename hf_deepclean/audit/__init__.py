@@ -14,12 +14,13 @@ can be told apart: the NeurIPS 2023 Machine Unlearning competition's forget scor
 
 from .cache import ModelRecord
 from .record import audit_record
-from .runner import AUDIT_KEYS, DEFAULT_NUM_MODELS, DEFAULT_RETAIN_SAMPLE, forget_logits, run_audit
+from .runner import AUDIT_KEYS, DEFAULT_NUM_MODELS, DEFAULT_RETAIN_SAMPLE, model_record, population_of, run_audit
 from .settings import AUDIT_JSON, AUDIT_MARKDOWN, SETTINGS_FILE, audit_settings, weights_sha256
 from .summary import Population, reference_halves, summarize, summary_markdown
 
 __all__ = [
     "AUDIT_JSON", "AUDIT_KEYS", "AUDIT_MARKDOWN", "DEFAULT_NUM_MODELS", "DEFAULT_RETAIN_SAMPLE", "SETTINGS_FILE",
-    "ModelRecord", "Population", "audit_record", "audit_settings", "forget_logits", "reference_halves", "run_audit",
+    "ModelRecord", "Population", "audit_record", "audit_settings", "model_record", "population_of", "reference_halves",
+    "run_audit",
     "summarize", "summary_markdown", "weights_sha256",
 ]

@@ -18,12 +18,11 @@ import tempfile
 import time
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from ..evaluation import collect_outputs, logit_scaled_confidence, seeded_subset
-from ..images import TensorImageDataset
+from ..images import TensorImageDataset, in_memory
 from ..methods import run_method
 from ..outputs import run_folder
 from .cache import ModelRecord, load_record, save_record
@@ -44,43 +43,23 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_NUM_MODELS = 32
 DEFAULT_RETAIN_SAMPLE = 2000
-# Splits larger than this stay raw (transformed per batch) instead of being held in memory as tensors.
-IN_MEMORY_LIMIT_BYTES = 2 << 30
 AUDIT_KEYS = ("version", "settings", "original", "num_models", "method", "retain_sample", "num_forget_examples",
               "unlearned_seeds", "retrained_seeds", "forget_score", "forget_quality", "final_score",
               "accuracy_ratios", "reference", "accuracy", "time_s", "worst_examples", "statement", "wall_time_s",
               "models_wall_s", "cached_at_start", "plots")
 
-__all__ = ["AUDIT_KEYS", "DEFAULT_NUM_MODELS", "DEFAULT_RETAIN_SAMPLE", "forget_logits", "run_audit"]
+__all__ = ["AUDIT_KEYS", "DEFAULT_NUM_MODELS", "DEFAULT_RETAIN_SAMPLE", "model_record", "population_of", "run_audit"]
 
 
-def _in_memory(dataset, processor):
-    """``dataset`` transformed once into a :class:`TensorImageDataset` unless that would exceed the limit."""
-    first = TensorImageDataset.from_dataset(dataset.select(range(1)), processor)
-    if first.pixel_values[0].numel() * 4 * len(dataset) > IN_MEMORY_LIMIT_BYTES:
-        return dataset
-    return TensorImageDataset.from_dataset(dataset, processor)
-
-
-@torch.no_grad()
-def forget_logits(model, forget: TensorImageDataset, batch_size: int = 256) -> np.ndarray:
-    """The model's logits on every forget example, float32 ``[num_forget, num_classes]`` (eval mode)."""
-    parameter = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    try:
-        chunks = [model(pixel_values=forget.pixel_values[i:i + batch_size].to(parameter.device, parameter.dtype))
-                  .logits.float().cpu() for i in range(0, len(forget), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(chunks).numpy()
-
-
-def _evaluate(result, seed: int, eval_sets: dict, start: float, batch_size: int) -> ModelRecord:
-    model = result.model
-    accuracies = {split: collect_outputs(model, eval_sets[split], batch_size=batch_size).accuracy for split in SPLITS}
-    return ModelRecord(seed=seed, logits=forget_logits(model, eval_sets["forget"], batch_size),
-                       labels=eval_sets["forget"].labels.numpy(), accuracies=accuracies, time_s=float(result.time_s),
+def model_record(result, seed: int, eval_sets: dict, start: float, batch_size: int,
+                 processor=None) -> ModelRecord:
+    """What a population keeps of one finished model (a :class:`~hf_deepclean.methods.MethodResult`): its logits
+    on every forget example and its accuracy on each of ``eval_sets`` (``forget``, ``retain``, ``test``; raw splits
+    are transformed by ``processor``)."""
+    outputs = {split: collect_outputs(result.model, eval_sets[split], image_processor=processor,
+                                      batch_size=batch_size) for split in SPLITS}
+    return ModelRecord(seed=seed, logits=outputs["forget"].logits, labels=outputs["forget"].labels,
+                       accuracies={split: outputs[split].accuracy for split in SPLITS}, time_s=float(result.time_s),
                        wall_s=time.perf_counter() - start, extra=dict(result.extra or {}))
 
 
@@ -99,7 +78,8 @@ def _quiet_models():
             log.setLevel(level)
 
 
-def _population(records: list[ModelRecord]) -> Population:
+def population_of(records: list[ModelRecord]) -> Population:
+    """The :class:`Population` of finished models' records (all evaluated on the same forget set)."""
     labels = records[0].labels
     if any(not np.array_equal(r.labels, labels) for r in records):
         raise ValueError("the cached models were evaluated on different forget sets; recompute the audit")
@@ -140,9 +120,9 @@ def run_audit(original, splits: dict, processor, *, original_path, identity: dic
     key = settings_key(settings)
     out, _ = prepare_folder(output_dir, settings, overwrite=overwrite, original_path=original_path)
     train_sets = {"forget": TensorImageDataset.from_dataset(splits["forget"], processor),
-                  "retain": _in_memory(splits["retain"], processor)}
+                  "retain": in_memory(splits["retain"], processor)}
     eval_sets = {**train_sets, "retain": seeded_subset(train_sets["retain"], retain_sample_size, seed),
-                 "test": _in_memory(splits["test"], processor)}
+                 "test": in_memory(splits["test"], processor)}
     retain_sample = {"size": len(eval_sets["retain"]), "of": len(train_sets["retain"]), "seed": seed}
     retrain_fields = dict(settings["retrain"]["config"])
     overrides = settings["method"]["overrides"]
@@ -172,15 +152,15 @@ def run_audit(original, splits: dict, processor, *, original_path, identity: dic
                 else:
                     result = run_method(method, copy.deepcopy(original), train_sets, processor, seed=s,
                                         output_dir=scratch, **overrides)
-                record = _evaluate(result, s, eval_sets, start, batch_size)
+                record = model_record(result, s, eval_sets, start, batch_size, processor)
                 save_record(out / kind, record, key)
                 records[kind][s] = record
                 bar.update(1)
                 log(f"{'retrain' if kind == RETRAIN_DIR else method} seed {s}: {record.time_s:.1f} s "
                     f"({record.wall_s:.1f} s with evaluation), test {record.accuracies['test']:.2%}, forget "
                     f"{record.accuracies['forget']:.2%}")
-        unlearned = _population([records[UNLEARN_DIR][s] for s in seeds])
-        retrained = _population([records[RETRAIN_DIR][s] for s in seeds])
+        unlearned = population_of([records[UNLEARN_DIR][s] for s in seeds])
+        retrained = population_of([records[RETRAIN_DIR][s] for s in seeds])
         summary = summarize(unlearned, retrained, method=method)
         written = write_audit_plots(out, unlearned, retrained, summary, log=log) if plots else []
         audit = {"version": settings["version"], "settings": settings, "original": str(original_path),

@@ -49,6 +49,9 @@ class BenchmarkArguments:
     num_workers: Processes running (model, seed) groups in parallel. Every process then shares the
         machine, gold training and methods alike, so time ratios stay comparable; seconds do not.
     plot: Also draw ``benchmark.png`` (needs matplotlib).
+    population_models: N > 0: judge every method against a population instead of one gold model: per (model,
+        scenario, seed) N retrains and N runs of each method from the one original, scored by the forget score
+        (``population.md``; at least 6, for the retrains' own reference at N/2 vs N/2).
     """
 
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={"help": "Methods to compare."})
@@ -83,6 +86,9 @@ class BenchmarkArguments:
         default=1, metadata={"help": "Processes running (model, seed) groups in parallel (e.g. 2 on 2 cores)."}
     )
     plot: bool = field(default=True, metadata={"help": "Also draw benchmark.png (needs matplotlib)."})
+    population_models: int = field(
+        default=0, metadata={"help": "N >= 6: judge every method against N retrains (N runs each; population.md)."}
+    )
 
     def __post_init__(self):
         unknown = [m for m in self.methods if m not in METHODS]
@@ -91,6 +97,10 @@ class BenchmarkArguments:
         bad = [s for s in self.scenarios if s not in SCENARIOS]
         if bad:
             raise ConfigError(f"Unknown scenarios {bad}; choose from {list(SCENARIOS)}.")
+        if self.population_models and self.population_models < 6:
+            raise ConfigError(f"--population_models {self.population_models}: the retrains' own reference compares "
+                              "N/2 with N/2 models and the forget score needs at least 3 per side; pass 6 or more "
+                              "(0: the single-gold comparison).")
         if self.num_workers < 1:
             raise ConfigError(f"--num_workers {self.num_workers} must be >= 1.")
         for name in ("methods", "scenarios", "architectures", "seeds"):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
 import re
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -99,7 +101,7 @@ def check_settings(out: Path, settings: dict) -> None:
                 f"{out} holds a benchmark run with other settings ({', '.join(changed)}); its cached models and "
                 "results would not match. Use a new --output_dir, or delete the folder to start over."
             )
-    elif out.exists() and any(p.name not in ("models", "cells") for p in out.iterdir()):
+    elif out.exists() and any(p.name not in ("models", "cells", "population") for p in out.iterdir()):
         raise OutputDirError(f"--output_dir {out} is not empty and holds no benchmark; choose a new folder.")
     else:
         write_json(path, settings)
@@ -137,3 +139,27 @@ def load_base(model_args: ModelArguments, data_args: DataArguments, bench: Bench
         base["test"] = base["test"].shuffle(seed=0).select(range(min(QUICK["test_samples"], len(base["test"]))))
     return base, load_image_processor(model_args.model_name_or_path, model_args.image_size,
                                       model_args.image_processor_backend)
+
+
+def run_groups(run, groups: list[tuple], group_fn, per_group: int, progress: Progress, needs_data=None) -> None:
+    """``group_fn(run, model_key, architecture, seed, progress, base)`` for every (model, seed) group: in this
+    process one after the other (the base data loaded once, for the first group ``needs_data`` accepts), or with
+    ``--num_workers`` in a pool of fresh interpreters (spawn: no forked torch thread pools), each loading its own."""
+    if run.bench.num_workers > 1 and len(groups) > 1:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(min(run.bench.num_workers, len(groups)), mp_context=context) as pool:
+            futures = [pool.submit(_group_in_process, group_fn, run, *group, per_group) for group in groups]
+            for future in futures:
+                future.result()
+        return
+    base = None
+    for group in groups:
+        if base is None and (needs_data is None or needs_data(group)):
+            base = run.load_base()
+        group_fn(run, *group, progress, base)
+
+
+def _group_in_process(group_fn, run, model_key: str, architecture: str, seed: int, total: int) -> None:
+    """One (model, seed) group in a worker process of ``--num_workers``."""
+    set_up_process(run.bench)
+    group_fn(run, model_key, architecture, seed, Progress(total, f"{model_key} seed {seed}"))

@@ -11,15 +11,13 @@ a pool of processes.
 
 from __future__ import annotations
 
-import multiprocessing
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from ..arguments import DataArguments, ModelArguments
 from .arguments import BenchmarkArguments
 from .cells import cell_paths, current_settings, reference, run_cell, stale_cells
-from .common import Progress, model_entries, read_json, set_up_process, start_run, write_json
+from .common import Progress, model_entries, read_json, run_groups, start_run, write_json
 from .context import BenchmarkRun, GroupContext
 from .summary import write_summary
 
@@ -63,12 +61,6 @@ def _run_scenario(ctx: GroupContext, scenario_name: str, todo: dict[str, Path]) 
                      f"(d {d['test_accuracy']:+.3f}), {b['time_s']:.1f}s = {b['time_ratio']:.3f} x retrain")
 
 
-def run_group_in_process(run: BenchmarkRun, model_key: str, architecture: str, seed: int, total: int) -> None:
-    """One (model, seed) group in a worker process of ``--num_workers``."""
-    set_up_process(run.bench)
-    run_group(run, model_key, architecture, seed, Progress(total, f"{model_key} seed {seed}"))
-
-
 def benchmark(model_args: ModelArguments, data_args: DataArguments, bench: BenchmarkArguments) -> dict:
     """Run (or resume) every cell, then write and return the summary."""
     out, overrides = start_run(model_args, data_args, bench)
@@ -80,19 +72,8 @@ def benchmark(model_args: ModelArguments, data_args: DataArguments, bench: Bench
     progress = Progress(len(paths))
     progress.done = sum(p.exists() for p in paths)
     progress(f"{len(paths)} cells ({progress.done} cached) in {len(groups)} (model, seed) groups")
-    if bench.num_workers > 1 and len(groups) > 1:
-        # spawn: a fresh interpreter per worker (no forked torch thread pools)
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(min(bench.num_workers, len(groups)), mp_context=context) as pool:
-            futures = [pool.submit(run_group_in_process, run, *g, per_group) for g in groups]
-            for future in futures:
-                future.result()
-    else:
-        base = None
-        for group in groups:
-            if base is None and any(not p.exists() for p in cells[group]):
-                base = run.load_base()
-            run_group(run, *group, progress, base)
+    run_groups(run, groups, run_group, per_group, progress,
+               needs_data=lambda group: any(not p.exists() for p in cells[group]))
     summary = write_summary(out, [read_json(p) for p in paths], bench, plot=bench.plot)
     progress.done = len(paths)
     progress(f"summary written to {out / 'benchmark.md'}")

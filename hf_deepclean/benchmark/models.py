@@ -8,7 +8,7 @@ from pathlib import Path
 from ..arguments import ModelArguments
 from ..data import label_maps
 from ..forget import ForgetSpec, apply_label_noise, split_forget_retain
-from ..images import TensorImageDataset
+from ..images import in_memory
 from ..outputs import is_complete, run_folder
 from ..training import TrainConfig, load_classifier, num_classes, read_train_summary, save_trained, train_classifier
 from .arguments import BenchmarkArguments
@@ -37,14 +37,6 @@ def original_role(scenario_name: str) -> str:
     return "original_noisy" if scenario_name == "noisy_labels" else "original"
 
 
-def materialize(dataset, processor, limit_bytes: int = 2 << 30):
-    """Transform ``dataset`` once into memory unless that would take more than ``limit_bytes``."""
-    first = TensorImageDataset.from_dataset(dataset.select(range(1)), processor)
-    if first.pixel_values[0].numel() * 4 * len(dataset) > limit_bytes:
-        return dataset
-    return TensorImageDataset.from_dataset(dataset, processor)
-
-
 def build_scenario(name: str, base, processor, bench: BenchmarkArguments, seed: int) -> Scenario:
     """The forget set of scenario ``name`` for ``seed``, its retain set and the test split."""
     spec = {
@@ -54,7 +46,7 @@ def build_scenario(name: str, base, processor, bench: BenchmarkArguments, seed: 
     }[name]()
     parts = split_forget_retain(base["train"], spec)
     raw = {"forget": parts["forget"], "retain": parts["retain"], "test": base["test"]}
-    ready = {k: materialize(v, processor) for k, v in raw.items()}
+    ready = {k: in_memory(v, processor) for k, v in raw.items()}
     return Scenario(name, spec, apply_label_noise(base["train"], spec), raw, ready, original_role(name))
 
 

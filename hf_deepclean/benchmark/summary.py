@@ -156,7 +156,7 @@ def write_summary(out: Path, cells: list[dict], bench, *, plot: bool = True) -> 
     summary = {
         "settings": read_json(out / SETTINGS_FILE),
         "methods": list(bench.methods), "scenarios": list(bench.scenarios), "seeds": list(bench.seeds),
-        "environment": _environment(bench),
+        "environment": run_environment(bench),
         "rows": rows,
     }
     write_json(out / SUMMARY_JSON, summary)
@@ -169,7 +169,7 @@ def write_summary(out: Path, cells: list[dict], bench, *, plot: bool = True) -> 
     return dict(summary, markdown=markdown)
 
 
-def _environment(bench) -> dict:
+def run_environment(bench) -> dict:
     return {
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),

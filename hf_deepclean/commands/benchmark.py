@@ -9,7 +9,9 @@ from __future__ import annotations
 from ..arguments import DataArguments, ModelArguments, parse_arguments
 from ..benchmark.arguments import BenchmarkArguments, SensitivityArguments
 from ..benchmark.harness import benchmark
+from ..benchmark.population import run_population
 from ..benchmark.sensitivity import run_sensitivity
+from ..errors import ConfigError
 
 
 def run(argv: list[str]) -> int:
@@ -20,8 +22,12 @@ def run(argv: list[str]) -> int:
         description="Compare unlearning methods across scenarios, models and seeds (resumable; results cached); "
         "--sensitivity sweeps DeepClean's and SSD's hyperparameters instead.",
     )
+    if sens.sensitivity and bench.population_models:
+        raise ConfigError("--sensitivity and --population_models are two harnesses: run them one at a time.")
     if sens.sensitivity:
         summary = run_sensitivity(model_args, data_args, bench, sens)
+    elif bench.population_models:
+        summary = run_population(model_args, data_args, bench)
     else:
         summary = benchmark(model_args, data_args, bench)
     print(summary["markdown"])

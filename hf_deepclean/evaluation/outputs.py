@@ -22,6 +22,8 @@ class SplitOutputs:
         predictions: Arg-max class.
         labels: The split's labels.
         true_probs: Softmax probability of the label (``exp(-loss)``).
+        logits: The model's logits, float32 ``[n, num_classes]`` (``None`` where a caller built the outputs
+            without them).
     """
 
     losses: np.ndarray
@@ -30,6 +32,7 @@ class SplitOutputs:
     predictions: np.ndarray
     labels: np.ndarray
     true_probs: np.ndarray
+    logits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -49,7 +52,8 @@ class SplitOutputs:
 
     def subset(self, index) -> SplitOutputs:
         """The outputs of the samples picked by ``index`` (bool mask or integer indices)."""
-        return SplitOutputs(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return SplitOutputs(**{k: None if v is None else v[index] for k, v in values.items()})
 
     def features(self, names) -> np.ndarray:
         """Stack the named per-sample arrays as the columns of an ``(n, len(names))`` float matrix."""
@@ -86,6 +90,7 @@ def _batch_stats(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.
         "predictions": logits.argmax(dim=-1),
         "labels": labels,
         "true_probs": true_log_probs.exp(),
+        "logits": logits.float(),
     }
 
 
@@ -131,6 +136,7 @@ def collect_outputs(model, dataset, *, image_processor=None, batch_size: int = 1
         arrays[key] = arrays[key].astype(np.float64)
     for key in ("predictions", "labels"):
         arrays[key] = arrays[key].astype(np.int64)
+    arrays["logits"] = arrays["logits"].astype(np.float32)
     return SplitOutputs(**arrays)
 
 

@@ -23,6 +23,7 @@ changed in place (``retrain`` returns a new one).
 ``deepclean_batch``     DeepClean with the cheap batch Fisher estimator
 ``deepclean_fast``      DeepClean's ``preset="fast"``: batch Fisher on <= 512 samples, zero reset, 30 steps
 ``deepclean_assd``      DeepClean with ASSD's parameter-free fraction (Schoepf et al. 2024): no gold, no sweep
+``deepclean_auto``      DeepClean with ``top_fraction="auto"``: the smallest verified fraction of a reset sweep
 ======================  ==========================================================================
 """
 
@@ -131,6 +132,11 @@ METHODS: dict[str, UnlearningMethod] = {
             "deepclean_assd", deepclean.run, DeepCleanConfig,
             {**deepclean.DIGITS_DEFAULTS, **_QUIET, "top_fraction": "assd"},
             summary="DeepClean with ASSD's parameter-free fraction, ln(1 + 100 |D_f|/|D|) % of the weights.",
+        ),
+        UnlearningMethod(
+            "deepclean_auto", deepclean.run, DeepCleanConfig,
+            {**deepclean.DIGITS_DEFAULTS, **_QUIET, "top_fraction": "auto"},
+            summary="DeepClean with top_fraction=auto: a reset sweep, then the smallest fraction that verifies.",
         ),
         UnlearningMethod(
             "deepclean_fast", deepclean.run, DeepCleanConfig,

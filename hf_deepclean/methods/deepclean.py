@@ -24,6 +24,8 @@ def default_config(**overrides) -> DeepCleanConfig:
 
 
 def run(model, splits, processor=None, config: DeepCleanConfig | None = None, *, seed: int = 0) -> MethodResult:
+    """``splits``: ``forget`` and ``retain``, and ``validation`` (held-out images) where ``top_fraction="auto"`` or
+    early stopping needs one."""
     require_splits(splits, "forget", "retain")
     args = with_seed(config or default_config(), seed)
     trainer = DeepCleanTrainer(
@@ -31,6 +33,7 @@ def run(model, splits, processor=None, config: DeepCleanConfig | None = None, *,
         args,
         train_dataset=model_inputs(splits["retain"], processor),
         forget_dataset=model_inputs(splits["forget"], processor),
+        eval_dataset=model_inputs(splits["validation"], processor) if "validation" in splits else None,
         processing_class=processor,
     )
     quiet(trainer).unlearn()
