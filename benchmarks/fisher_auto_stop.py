@@ -24,7 +24,7 @@ from hf_deepclean.evaluation import collect_outputs
 from hf_deepclean.fisher import compute_fishers
 from hf_deepclean.forget import ForgetSpec, split_forget_retain
 from hf_deepclean.images import TensorImageDataset, load_image_processor
-from hf_deepclean.selection import _jaccard, select_for_config
+from hf_deepclean.selection import jaccard, select_for_config
 from hf_deepclean.trainer import DeepCleanTrainer
 from hf_deepclean.training import TrainConfig, load_classifier, train_classifier
 from paper_scale import synthetic_cifar
@@ -93,7 +93,7 @@ def main() -> None:
         seconds = time.perf_counter() - start
         mask = select_for_config(*fishers, config(), model)
         acc_f, acc_t = unlearned(mask)
-        read, overlap = min(stats["retain_samples"], len(retain)), _jaccard(flat(mask), flat(full_mask))
+        read, overlap = min(stats["retain_samples"], len(retain)), jaccard(flat(mask), flat(full_mask))
         print(f"| {tolerance:g} | {read} | {overlap:.3f} | {seconds:.1f} | {acc_f:.3f} | {acc_t:.3f} |")
 
 

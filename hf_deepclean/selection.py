@@ -36,8 +36,9 @@ __all__ = [
     "ParameterMask",
     "StableSelection",
     "assd_fraction",
-    "fisher_ratio",
     "excluded_parameters",
+    "fisher_ratio",
+    "jaccard",
     "select_for_config",
     "select_parameters",
     "threshold_sweep",
@@ -432,14 +433,15 @@ class StableSelection:
     def __call__(self, fisher_retain: Mapping[str, torch.Tensor], samples: int) -> bool:
         current = self.selections(fisher_retain)
         if self._previous is not None:
-            jaccard = min(_jaccard(a, b) for a, b in zip(self._previous, current))
-            self.history.append((samples, jaccard))
-            self._streak = self._streak + 1 if jaccard >= self.tolerance else 0
+            overlap = min(jaccard(a, b) for a, b in zip(self._previous, current))
+            self.history.append((samples, overlap))
+            self._streak = self._streak + 1 if overlap >= self.tolerance else 0
         self._previous = current
         return self._streak >= self.patience
 
 
-def _jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
+def jaccard(a: torch.Tensor, b: torch.Tensor) -> float:
+    """|a & b| / |a | b| of two bool tensors (1 for two empty selections)."""
     union = int((a | b).sum())
     return 1.0 if union == 0 else int((a & b).sum()) / union
 

@@ -16,7 +16,20 @@ NUM_SAMPLES, BATCH_SIZE, ESTIMATORS = 37, 4, ("empirical", "batch", "expected")
 def compute(accelerator=None):
     model, data = tiny_vit(), random_dataset(NUM_SAMPLES, (3, 16, 16), 4, seed=5)
     kw = dict(batch_size=BATCH_SIZE, accelerator=accelerator, dtype=torch.float64, show_progress=False)
-    return {est: fisher_diagonal(model, data, estimator=est, **kw) for est in ESTIMATORS}
+    result = {est: fisher_diagonal(model, data, estimator=est, **kw) for est in ESTIMATORS}
+    # fisher_max_samples="auto"'s pass: seeded order, a snapshot every 2 batches (over all processes), stopped by a
+    # rule on the running Fisher; the samples it reads, where it stops and what it returns must not depend on the
+    # number of processes
+    calls = []
+
+    def stop_once_settled(fisher, samples):
+        calls.append((samples, float(fisher["classifier.bias"].sum())))
+        return samples >= 16
+
+    result["auto_stop"] = fisher_diagonal(model, data, estimator="empirical", seed=3, stop_when=stop_once_settled,
+                                          snapshot_batches=2, **kw)
+    result["auto_stop_calls"] = calls
+    return result
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The benchmark harness behind ``hf-deepclean benchmark`` (the method comparison and ``--sensitivity``).
+"""The benchmark harness behind ``hf-deepclean benchmark`` (the method comparison, ``--sensitivity`` and
+``--population_models``).
 
 Modules, each importing only modules listed before it (and the library):
 
@@ -12,6 +13,8 @@ Modules, each importing only modules listed before it (and the library):
 - ``harness``: the method comparison (:func:`benchmark`)
 - ``sensitivity_points``: the points of one (model, scenario, seed) of the sensitivity sweep (:class:`SensitivityGroup`)
 - ``sensitivity``: the sensitivity sweep (:func:`run_sensitivity`)
+- ``population_summary``: the judgement of each method against the retrains, the restated targets, the table
+- ``population``: the comparison against a population of retrains (:func:`run_population`, ``--population_models``)
 
 Nothing is imported here: ``import hf_deepclean.benchmark.sensitivity_summary`` stays light.
 """
