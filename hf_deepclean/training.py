@@ -23,7 +23,7 @@ from ._compat import live_objects_frozen
 from .config import TinyModelTrainingArguments
 from .data import class_names, label_maps, looks_like_local_path
 from .errors import ModelError
-from .images import collate_fn, with_image_transform
+from .images import collate_fn, model_inputs
 from .outputs import require_complete
 
 logger = logging.getLogger(__name__)
@@ -184,7 +184,8 @@ class TrainResult:
 
 
 def train_classifier(model, train_dataset, eval_dataset, args, image_processor, *, callbacks=None) -> TrainResult:
-    """Train ``model`` on ``train_dataset`` (raw ``image``/``label`` columns) with a plain Trainer.
+    """Train ``model`` on ``train_dataset`` (raw ``image``/``label`` columns, or a :class:`TensorImageDataset`
+    transformed once: the same batches, without the per-epoch image work) with a plain Trainer.
 
     Used for the original model and, on D_r only, for the gold model. Returns the trained model,
     the final evaluation metrics on ``eval_dataset`` and the training wall time.
@@ -194,8 +195,8 @@ def train_classifier(model, train_dataset, eval_dataset, args, image_processor, 
     trainer = Trainer(
         model=model,
         args=args,
-        train_dataset=with_image_transform(train_dataset, image_processor),
-        eval_dataset=with_image_transform(eval_dataset, image_processor) if eval_dataset is not None else None,
+        train_dataset=model_inputs(train_dataset, image_processor),
+        eval_dataset=model_inputs(eval_dataset, image_processor),
         data_collator=collate_fn,
         compute_metrics=accuracy_metrics,
         callbacks=callbacks,

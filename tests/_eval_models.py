@@ -21,7 +21,7 @@ def trained_models() -> SimpleNamespace:
     """Train and save both models; returns the models, their folders, the splits and the processor."""
     from hf_deepclean.data import load_builtin_dataset
     from hf_deepclean.forget import ForgetSpec, split_forget_retain
-    from hf_deepclean.images import load_image_processor
+    from hf_deepclean.images import in_memory, load_image_processor
     from hf_deepclean.training import TrainConfig, load_classifier, save_classifier, train_classifier
 
     digits = load_builtin_dataset("digits")
@@ -35,7 +35,7 @@ def trained_models() -> SimpleNamespace:
     def fit(name, dataset):
         model = load_classifier(None, num_labels=10, architecture="resnet", seed=0)
         args = TrainConfig(output_dir=str(root / f"{name}_run"), num_train_epochs=EPOCHS, learning_rate=3e-3, seed=0, disable_tqdm=True)
-        result = train_classifier(model, dataset, None, args, processor)
+        result = train_classifier(model, in_memory(dataset, processor), None, args, processor)  # transformed once
         save_classifier(result.model, processor, root / name, dataset=train)
         return result
 

@@ -59,6 +59,9 @@ def test_outputs_match_a_manual_forward_pass(untrained, small_test, image_proces
     np.testing.assert_allclose(out.true_probs, np.exp(-out.losses), rtol=1e-4)
     np.testing.assert_array_equal(out.labels, batch["labels"].numpy())
     np.testing.assert_array_equal(out.predictions, logits.argmax(-1).numpy())
+    assert out.logits.dtype == np.float32 and out.logits.shape == (50, logits.shape[1])
+    np.testing.assert_allclose(out.logits, logits.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(out.subset([3, 1]).logits, out.logits[[3, 1]])
     assert out.accuracy == pytest.approx(float((out.predictions == out.labels).mean()))
     assert len(out) == 50 and out.losses.dtype == np.float64 and out.labels.dtype == np.int64
 
@@ -74,6 +77,18 @@ def test_outputs_from_transformed_dataset_dataloader_and_accelerator(untrained, 
     for other in (collect_outputs(untrained, transformed, batch_size=9), collect_outputs(untrained, loader), accelerated):
         np.testing.assert_allclose(other.losses, raw.losses, rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(other.labels, raw.labels)
+
+
+def test_in_memory_transforms_once_unless_the_split_is_too_large(small_test, image_processor):
+    from hf_deepclean.images import TensorImageDataset, in_memory
+
+    held = in_memory(small_test, image_processor)
+    assert isinstance(held, TensorImageDataset) and len(held) == len(small_test)
+    lazy = with_image_transform(small_test, image_processor)
+    torch.testing.assert_close(held[7]["pixel_values"], lazy[7]["pixel_values"], rtol=0, atol=0)
+    assert in_memory(held, image_processor) is held
+    one_image = held.pixel_values[0].numel() * 4
+    assert in_memory(small_test, image_processor, limit_bytes=one_image * (len(small_test) - 1)) is small_test
 
 
 def test_raw_images_without_processor_is_a_clear_error(untrained, small_test):

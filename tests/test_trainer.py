@@ -195,10 +195,11 @@ def test_resume_keeps_mask_and_frozen_weights(tmp_path):
 def test_class_forgetting_on_digits_end_to_end(tmp_path, digits, image_processor):
     from hf_deepclean.evaluation import collect_outputs
     from hf_deepclean.forget import ForgetSpec, split_forget_retain
+    from hf_deepclean.images import in_memory
     from hf_deepclean.training import TrainConfig, train_classifier
 
     model = load_classifier(None, num_labels=10, architecture="vit", seed=0)
-    train_classifier(model, digits["train"], None, TrainConfig(output_dir=str(tmp_path / "orig"), num_train_epochs=15, learning_rate=2e-3, seed=0, disable_tqdm=True), image_processor)
+    train_classifier(model, in_memory(digits["train"], image_processor), None, TrainConfig(output_dir=str(tmp_path / "orig"), num_train_epochs=15, learning_rate=2e-3, seed=0, disable_tqdm=True), image_processor)
     splits = split_forget_retain(digits["train"], ForgetSpec(labels=[3]))
     trainer = DeepCleanTrainer(
         model, _config(tmp_path, top_fraction=0.15, num_train_epochs=2, learning_rate=3e-3, weight_decay=0.01,
