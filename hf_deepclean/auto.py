@@ -169,6 +169,28 @@ def _kept_accuracy(validation_out, forgotten_labels=None) -> float:
     return validation_out.subset(kept).accuracy
 
 
+def _criterion(model, forget, validation, *, kind: str, tolerance: float, mia_margin: float, image_processor,
+               batch_size: int, seed: int):
+    """The forgetting criterion of ``kind`` applied to ``model`` (no collapse check): (passed, reason, measure,
+    bound, forget outputs, validation outputs, loss-MIA)."""
+    forget_out, val_out = (collect_outputs(model, data, image_processor=image_processor, batch_size=batch_size)
+                           for data in (forget, validation))
+    mia = float(mia_loss_lr(forget_out.losses, val_out.losses, seed=seed)["accuracy"])
+    passed, reason, measure, bound = _judge(kind, forget_out.accuracy, mia, bound=tolerance, bound_text=f"{tolerance}",
+                                            mia_margin=mia_margin)
+    return passed, reason, measure, bound, forget_out, val_out, mia
+
+
+def original_meets_criterion(model, forget, validation, *, kind: str, tolerance: float = 0.02,
+                             mia_margin: float = 0.05, image_processor=None, batch_size: int = 256,
+                             seed: int = 0) -> tuple[bool, str]:
+    """Whether the untouched ``model`` already meets the forgetting criterion of ``kind`` (then passing it after
+    unlearning shows nothing), and the measurement in words."""
+    passed, reason, *_ = _criterion(model, forget, validation, kind=kind, tolerance=tolerance, mia_margin=mia_margin,
+                                    image_processor=image_processor, batch_size=batch_size, seed=seed)
+    return passed, reason
+
+
 def verify_forgetting(
     model: torch.nn.Module,
     forget,
@@ -200,15 +222,13 @@ def verify_forgetting(
     if kind not in FORGET_KINDS:
         raise ValueError(f"kind={kind!r} must be one of {', '.join(FORGET_KINDS)}.")
 
-    def outputs(dataset):
-        return collect_outputs(model, dataset, image_processor=image_processor, batch_size=batch_size)
-
-    forget_out, val_out = outputs(forget), outputs(validation)
+    passed, reason, measure, bound, forget_out, val_out, mia = _criterion(
+        model, forget, validation, kind=kind, tolerance=tolerance, mia_margin=mia_margin,
+        image_processor=image_processor, batch_size=batch_size, seed=seed)
     forget_accuracy = forget_out.accuracy
-    mia = float(mia_loss_lr(forget_out.losses, val_out.losses, seed=seed)["accuracy"])
-    passed, reason, measure, bound = _judge(kind, forget_accuracy, mia, bound=tolerance, bound_text=f"{tolerance}",
-                                            mia_margin=mia_margin)
-    retain_accuracy = None if retain is None else outputs(seeded_subset(retain, retain_sample_size, seed)).accuracy
+    retain_accuracy = None if retain is None else collect_outputs(
+        model, seeded_subset(retain, retain_sample_size, seed), image_processor=image_processor,
+        batch_size=batch_size).accuracy
     kept_accuracy = _kept_accuracy(val_out, forget_out.labels if kind == "class" else None)
     collapsed = False
     if retain_accuracy is not None and retain_accuracy < retain_floor:
@@ -279,9 +299,21 @@ class AutoTopFraction:
         # What verification holds each fine-tuned model to: the original's accuracy on what it should keep.
         original_accuracy = kept_validation_accuracy(model, self.forget, self.validation, kind=kind,
                                                      batch_size=c.per_device_eval_batch_size)
+        # A criterion the untouched original already meets cannot show that anything was forgotten (a model that
+        # never memorised D_f passes the loss-MIA window as it is): the search still runs, but nothing it ends
+        # with is reported as verified.
+        already, original_check = original_meets_criterion(
+            model, self.forget, self.validation, kind=kind, tolerance=c.auto_forget_tolerance,
+            mia_margin=c.auto_mia_margin, batch_size=c.per_device_eval_batch_size, seed=c.seed)
+        informative = not already
         self.record.update(rows=rows, fractions=self.fractions, start=fraction, chosen=fraction, reason=reason,
                            kind=kind, class_forgetting=kind == "class", attempts=[],
-                           original_validation_accuracy=original_accuracy)
+                           original_validation_accuracy=original_accuracy, informative=informative,
+                           original_check=original_check)
+        if not informative:
+            logger.warning("top_fraction=auto: the original model already meets the %s criterion (%s), so passing "
+                           "it after unlearning shows nothing; the result will not be reported as verified. Judge "
+                           "it against retrained models with `hf-deepclean audit`.", kind, original_check)
         logger.info("top_fraction=auto starts at %s: %s.", fraction, reason)
         return fraction
 
@@ -320,7 +352,7 @@ class AutoTopFraction:
                                     batch_size=c.per_device_eval_batch_size, seed=c.seed)
         model.train()
         self.record["attempts"].append({"top_fraction": fraction, "train_time_s": train_seconds, **verdict})
-        self.record["verified"] = verdict["passed"]
+        self.record["verified"] = verdict["passed"] and self.record["informative"]
         self.log({"deepclean/auto_attempt_fraction": fraction, "deepclean/auto_attempt_passed": float(verdict["passed"]),
                   "deepclean/auto_attempt_forget_accuracy": verdict["forget_accuracy"]})
         return verdict["passed"]
@@ -342,8 +374,13 @@ class AutoTopFraction:
 def describe_auto(auto: dict, validation_source: str) -> str:
     """What ``top_fraction=auto`` did, for the report and the model card."""
     tried = "; ".join(f"{a['top_fraction']:g}: {a['reason']}" for a in auto.get("attempts", []))
-    if auto.get("verified"):
-        verdict = "verified after the fine-tune"
+    if auto.get("informative") is False:
+        verdict = (f"NOT verified: the original model already meets the criterion ({auto['original_check']}), so "
+                   "this check cannot show forgetting here; judge the model against retrained ones "
+                   "(`hf-deepclean audit`)")
+    elif auto.get("verified"):
+        verdict = ("verified after the fine-tune (one model against a threshold, where the original fails it; "
+                   "`hf-deepclean audit` compares populations)")
     elif auto.get("refit") is not None:
         verdict = ("NOT verified: no fine-tuned model met the criterion; this is the attempt closest to it that did "
                    "not collapse or lose accuracy, fine-tuned again")

@@ -219,6 +219,7 @@ def test_auto_top_fraction_forgets_the_class(tmp_path, setup):
     trainer.unlearn()
     chosen = trainer.auto_sweep["chosen"]
     assert trainer.auto_sweep["class_forgetting"] and trainer.auto_sweep["kind"] == "class"
+    assert trainer.auto_sweep["informative"]  # the original recognises the class: the check can fail it
     attempts = trainer.auto_sweep["attempts"]
     assert attempts and attempts[-1]["top_fraction"] == chosen and attempts[-1]["passed"] == trainer.auto_sweep["verified"]
     assert abs(trainer.parameter_mask.selected_fraction - chosen) < 1e-3
@@ -226,6 +227,26 @@ def test_auto_top_fraction_forgets_the_class(tmp_path, setup):
 
     forget = collect_outputs(model, m.forget, image_processor=m.processor)
     assert (forget.predictions == FORGET_CLASS).mean() <= 0.1
+
+
+def test_auto_never_calls_verified_what_the_untouched_original_already_passes(tmp_path, setup):
+    # A "privacy request" for images the model never memorised (here: never saw): their losses already look like
+    # validation losses, so the loss-MIA window is met before anything is unlearned and proves nothing after.
+    from hf_deepclean.auto import describe_auto
+
+    m, _, (_, fr), _ = setup
+    unseen, validation = m.test.select(range(1, 81, 2)), m.test.select(range(0, len(m.test), 2))
+    args = DeepCleanConfig(output_dir=str(tmp_path), top_fraction="auto", auto_kind="samples", num_train_epochs=0.25,
+                           use_cpu=True, disable_tqdm=True, logging_strategy="no", report_to="none",
+                           auto_max_attempts=1, auto_max_accuracy_drop=1.0)
+    trainer = DeepCleanTrainer(copy.deepcopy(m.original), args, train_dataset=m.retain, forget_dataset=unseen,
+                               eval_dataset=validation, processing_class=m.processor, fisher_retain=fr)
+    trainer.unlearn()
+    auto = trainer.auto_sweep
+    assert auto["kind"] == "samples" and auto["informative"] is False and auto["verified"] is False
+    assert "loss-MIA" in auto["original_check"]
+    text = describe_auto(auto, "half the test split")
+    assert "NOT verified: the original model already meets the criterion" in text and "hf-deepclean audit" in text
 
 
 def test_auto_escalates_from_the_original_weights_while_verification_fails(tmp_path, setup, monkeypatch):
