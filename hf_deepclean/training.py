@@ -229,6 +229,12 @@ class TrainConfig(TinyModelTrainingArguments):
 # Fields that say how a run reports, not what it trains: they may differ between an original and its gold model.
 REPORTING_FIELDS = frozenset({"output_dir", "logging_dir", "logging_strategy", "logging_steps", "disable_tqdm",
                               "report_to", "run_name"})
+# Fields that depend on the machine or the invocation, not on what is computed: pinned memory (on by default only
+# with a GPU), the process's rank, tokens, whether a folder may be replaced.
+MACHINE_FIELDS = frozenset({"dataloader_pin_memory", "local_rank", "hub_token", "push_to_hub_token",
+                            "overwrite_output_dir"})
+# What a record of the settings a cached result was computed with leaves out (the benchmark's and the audit's).
+NOT_SETTINGS = REPORTING_FIELDS | MACHINE_FIELDS
 
 
 def recipe_of(args) -> dict:
@@ -279,7 +285,7 @@ def num_classes(dataset) -> int:
 
 
 __all__ = [
-    "ARCHITECTURES", "REPORTING_FIELDS", "ModelError", "TrainConfig", "TrainResult", "accuracy_metrics", "recipe_of",
+    "ARCHITECTURES", "MACHINE_FIELDS", "NOT_SETTINGS", "REPORTING_FIELDS", "ModelError", "TrainConfig", "TrainResult", "accuracy_metrics", "recipe_of",
     "check_model_folder", "load_classifier", "num_classes", "read_train_summary", "save_classifier", "save_trained", "tiny_model_config",
     "train_classifier",
 ]

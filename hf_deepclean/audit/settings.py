@@ -23,7 +23,7 @@ from ..errors import ConfigError, OutputDirError
 from ..methods import get_method
 from ..methods.retrain import RetrainConfig
 from ..outputs import check_output_dir
-from ..training import REPORTING_FIELDS, TRAIN_SUMMARY_FILE, TrainConfig, read_train_summary, recipe_of
+from ..training import NOT_SETTINGS, TRAIN_SUMMARY_FILE, TrainConfig, read_train_summary, recipe_of
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ NOT_CARRIED = frozenset({
     "hub_token", "hub_model_id", "hub_strategy", "hub_private_repo", "hub_always_push", "hub_revision", "local_rank",
 })
 # Fields of a resolved method config that name where or how loudly it runs, not what it does.
-_NOT_KEYED = REPORTING_FIELDS | {"seed", "output_dir", "overwrite_output_dir", "disable_tqdm"}
+_NOT_KEYED = NOT_SETTINGS | {"seed"}
 
 __all__ = ["AUDIT_JSON", "AUDIT_MARKDOWN", "NOT_CARRIED", "PLOT_FILES", "RETRAIN_DIR", "SETTINGS_FILE", "UNLEARN_DIR",
            "audit_settings", "original_recipe", "prepare_folder", "settings_key", "weights_sha256"]

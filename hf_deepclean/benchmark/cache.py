@@ -15,13 +15,12 @@ from pathlib import Path
 
 from transformers import TrainingArguments
 
+from ..training import NOT_SETTINGS
+
 SETTINGS_KEY = "method_settings"
-# Fields that name where a run writes, or depend on the machine rather than on the method: two runs that differ
-# only there compute the same thing.
-RUN_SPECIFIC_FIELDS = frozenset({
-    "output_dir", "logging_dir", "run_name", "overwrite_output_dir", "dataloader_pin_memory", "local_rank",
-    "hub_token", "push_to_hub_token", "disable_tqdm", "report_to",
-})
+# Fields that name where or how loudly a run writes, or depend on the machine rather than on the method: two runs
+# that differ only there compute the same thing.
+RUN_SPECIFIC_FIELDS = NOT_SETTINGS
 
 
 def method_settings(config) -> dict | None:
