@@ -111,3 +111,19 @@ def test_a_rerun_with_another_method_trains_only_that_method(first_run, monkeypa
     assert ran == ["finetune"] * 6
     rows = json.loads((first_run / "population.json").read_text())["sections"][0]["methods"]
     assert set(rows) == {"retrain", "original", "deepclean", "finetune"}
+
+
+@pytest.mark.slow
+def test_the_condensed_table_script_reads_population_json(first_run, capsys):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import population_table
+
+    population_table.main(str(first_run / "population.json"))
+    out = capsys.readouterr().out
+    assert "**class** (N = 6" in out and "| Method | vit F 3v3 |" in out
+    retrain = next(line for line in out.splitlines() if line.startswith("| retrain |"))
+    assert retrain.endswith("| ref |") and "+0.0 | +0.0 | 1.00" in retrain
+    assert any(line.startswith("| deepclean |") for line in out.splitlines())
