@@ -56,19 +56,15 @@ def _retrain_fields(run: BenchmarkRun) -> dict:
 def _record_key(run: BenchmarkRun, kind: str) -> str:
     """What one record depends on beyond the folder's benchmark settings: the method's effective settings."""
     if kind == RETRAIN:
-        config = run_method_config(RETRAIN, run, SETTINGS_SCRATCH)
+        config = get_method(RETRAIN).make_config(SETTINGS_SCRATCH / RETRAIN, **_retrain_fields(run))
     else:
         config = method_config(kind, run.bench, run.overrides, SETTINGS_SCRATCH)
     return settings_key({"kind": kind, "settings": method_settings(config)})
 
 
-def run_method_config(kind: str, run: BenchmarkRun, scratch: Path):
-    return get_method(kind).make_config(scratch / kind, **_retrain_fields(run))
-
-
 def _eval_sets(scenario: Scenario, bench: BenchmarkArguments, seed: int) -> dict:
-    forget = scenario.ready["forget"]
-    return {"forget": forget, "retain": seeded_subset(scenario.ready["retain"], bench.retain_eval_samples, seed),
+    """What each model is evaluated on: D_f whole, the benchmark's retain sample, the test split."""
+    return {"forget": scenario.ready["forget"], "retain": seeded_subset(scenario.ready["retain"], bench.retain_eval_samples, seed),
             "test": scenario.ready["test"]}
 
 
@@ -102,7 +98,9 @@ def _population_scenario(ctx: GroupContext, scenario_name: str, keys: dict[str, 
         records[kind] = {}
         for s in seeds:
             record = load_record(folder / kind, s, keys[kind])
-            if record is None:
+            if record is not None:
+                ctx.progress.done += 1  # cached
+            else:
                 start = time.perf_counter()
                 result = _run_one(ctx, scenario, kind, s)
                 record = model_record(result, s, eval_sets, start, bench.eval_batch_size, ctx.processor)
