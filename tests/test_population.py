@@ -54,6 +54,21 @@ def test_targets_read_each_method_against_the_retrains_spread_reference_and_time
                        retrain_row)["forget"]
 
 
+def test_a_cached_model_survives_a_new_config_field_but_not_a_changed_setting(tmp_path):
+    from hf_deepclean.audit.cache import ModelRecord, save_record
+
+    settings = {"learning_rate": 0.003, "top_fraction": 0.15}
+    record = ModelRecord(seed=100, logits=np.zeros((2, 3), np.float32), labels=np.array([0, 1]),
+                         accuracies={"forget": 0.0, "retain": 1.0, "test": 0.9}, time_s=1.0, wall_s=1.2,
+                         extra={"method_settings": settings})
+    save_record(tmp_path / "deepclean", record, population_mod._record_key("deepclean", settings))
+    assert population_mod._load(tmp_path, 100, "deepclean", settings).time_s == 1.0
+    # an upgrade adds a field: the key differs, the stored settings contradict nothing
+    assert population_mod._load(tmp_path, 100, "deepclean", {**settings, "new_field": 1}) is not None
+    assert population_mod._load(tmp_path, 100, "deepclean", {**settings, "top_fraction": 0.2}) is None
+    assert population_mod._load(tmp_path, 101, "deepclean", settings) is None  # never computed
+
+
 def test_too_few_models_and_two_harnesses_at_once_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="--population_models 4"):
         bench_mod.run(ARGS[:-1] + ["4", "--output_dir", str(tmp_path / "a")])

@@ -54,19 +54,24 @@ def save_record(folder: Path, record: ModelRecord, key: str) -> Path:
     return path
 
 
-def load_record(folder: Path, seed: int, key: str) -> ModelRecord | None:
-    """The cached record of ``seed``, or ``None`` when there is none (or it is unreadable or of other settings)."""
+def load_record(folder: Path, seed: int, key: str, *, still_valid=None) -> ModelRecord | None:
+    """The cached record of ``seed``, or ``None`` when there is none (or it is unreadable or of other settings).
+
+    ``still_valid(record)``: a second chance for a record whose key differs (the benchmark's populations compare the
+    settings the record stores, so that a field an upgrade adds to a config does not invalidate the cache)."""
     path = record_path(folder, seed)
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as data:
-            if str(data["key"]) != key:
-                logger.warning("%s was made with other settings; it is recomputed.", path)
-                return None
-            return ModelRecord(seed=int(data["seed"]), logits=data["logits"], labels=data["labels"],
-                               accuracies=json.loads(str(data["accuracies"])), time_s=float(data["time_s"]),
-                               wall_s=float(data["wall_s"]), extra=json.loads(str(data["extra"])))
+            record = ModelRecord(seed=int(data["seed"]), logits=data["logits"], labels=data["labels"],
+                                 accuracies=json.loads(str(data["accuracies"])), time_s=float(data["time_s"]),
+                                 wall_s=float(data["wall_s"]), extra=json.loads(str(data["extra"])))
+            stored_key = str(data["key"])
     except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:
         logger.warning("%s cannot be read (%s); it is recomputed.", path, exc)
         return None
+    if stored_key != key and not (still_valid is not None and still_valid(record)):
+        logger.warning("%s was made with other settings; it is recomputed.", path)
+        return None
+    return record

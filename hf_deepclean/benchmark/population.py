@@ -22,7 +22,7 @@ from ..evaluation import seeded_subset
 from ..images import TensorImageDataset
 from ..methods import METHODS, get_method, run_method
 from .arguments import BenchmarkArguments
-from .cache import method_settings
+from .cache import SETTINGS_KEY, changed_settings, method_settings
 from .cells import SETTINGS_SCRATCH, method_config
 from .common import Progress, model_entries, read_json, run_groups, start_run, write_json
 from .context import BenchmarkRun, GroupContext
@@ -53,13 +53,27 @@ def _retrain_fields(run: BenchmarkRun) -> dict:
             "base_model": run.model_args.model_name_or_path}
 
 
-def _record_key(run: BenchmarkRun, kind: str) -> str:
+def _current_settings(run: BenchmarkRun, kind: str) -> dict | None:
     """What one record depends on beyond the folder's benchmark settings: the method's effective settings."""
     if kind == RETRAIN:
         config = get_method(RETRAIN).make_config(SETTINGS_SCRATCH / RETRAIN, **_retrain_fields(run))
     else:
         config = method_config(kind, run.bench, run.overrides, SETTINGS_SCRATCH)
-    return settings_key({"kind": kind, "settings": method_settings(config)})
+    return method_settings(config)
+
+
+def _record_key(kind: str, settings: dict | None) -> str:
+    return settings_key({"kind": kind, "settings": settings})
+
+
+def _load(folder: Path, seed: int, kind: str, settings: dict | None):
+    """A cached record that is still valid: the same key, or (the benchmark cells' rule) stored settings that no
+    setting known to both sides contradicts."""
+    def still_valid(record) -> bool:
+        stored = record.extra.get(SETTINGS_KEY)
+        return stored is not None and not changed_settings(stored, settings)
+
+    return load_record(folder / kind, seed, _record_key(kind, settings), still_valid=still_valid)
 
 
 def _eval_sets(scenario: Scenario, bench: BenchmarkArguments, seed: int) -> dict:
@@ -83,7 +97,7 @@ def _run_one(ctx: GroupContext, scenario: Scenario, kind: str, seed: int):
     return METHODS[kind](ctx.original(scenario), splits, ctx.processor, config, seed=seed)
 
 
-def _population_scenario(ctx: GroupContext, scenario_name: str, keys: dict[str, str]) -> dict:
+def _population_scenario(ctx: GroupContext, scenario_name: str, settings: dict[str, dict | None]) -> dict:
     """Every missing record of one (model, scenario, seed), then the judgement of every method."""
     bench = ctx.bench
     scenario = ctx.scenario(scenario_name)
@@ -97,14 +111,15 @@ def _population_scenario(ctx: GroupContext, scenario_name: str, keys: dict[str, 
     for kind in kinds:
         records[kind] = {}
         for s in seeds:
-            record = load_record(folder / kind, s, keys[kind])
+            record = _load(folder, s, kind, settings[kind])
             if record is not None:
                 ctx.progress.done += 1  # cached
             else:
                 start = time.perf_counter()
                 result = _run_one(ctx, scenario, kind, s)
                 record = model_record(result, s, eval_sets, start, bench.eval_batch_size, ctx.processor)
-                save_record(folder / kind, record, keys[kind])
+                record.extra[SETTINGS_KEY] = settings[kind]
+                save_record(folder / kind, record, _record_key(kind, settings[kind]))
                 ctx.progress.done += 1
                 ctx.progress(f"{ctx.model_key} {scenario_name} seed {ctx.seed} {kind} #{s}: {record.time_s:.1f} s, "
                              f"Acc_Df {record.accuracies['forget']:.3f}, Acc_test {record.accuracies['test']:.3f}")
@@ -120,12 +135,12 @@ def run_population_group(run: BenchmarkRun, model_key: str, architecture: str, s
                          base=None) -> None:
     """The populations of one (model, seed) group, every scenario; each scenario's judgement is written as
     ``population/<model>/<scenario>/seed<k>/judged.json``."""
-    keys = {kind: _record_key(run, kind) for kind in [RETRAIN, *run.bench.methods]}
+    settings = {kind: _current_settings(run, kind) for kind in [RETRAIN, *run.bench.methods]}
     data, processor = base or run.load_base()
     with tempfile.TemporaryDirectory(prefix="hf_deepclean_population_") as scratch:
         ctx = GroupContext(run, model_key, architecture, seed, data, processor, progress, Path(scratch))
         for scenario_name in run.bench.scenarios:
-            judged = _population_scenario(ctx, scenario_name, keys)
+            judged = _population_scenario(ctx, scenario_name, settings)
             write_json(population_folder(run.out, model_key, scenario_name, seed) / JUDGED_FILE,
                        {"model": model_key, "scenario": scenario_name, "seed": seed, "methods": judged})
 
