@@ -1,5 +1,6 @@
-"""``hf-deepclean benchmark``: every method x scenario x model x seed on the same footing, or (``--sensitivity``)
-the windows of DeepClean's and SSD's hyperparameters.
+"""``hf-deepclean benchmark``: every method x scenario x model x seed on the same footing, against one gold model or
+(``--population_models N``) against N retrains; or (``--sensitivity``) the windows of DeepClean's and SSD's
+hyperparameters.
 
 The harness is the :mod:`hf_deepclean.benchmark` package; this command parses its options and runs it.
 """
@@ -20,7 +21,8 @@ def run(argv: list[str]) -> int:
         argv,
         prog="hf-deepclean benchmark",
         description="Compare unlearning methods across scenarios, models and seeds (resumable; results cached); "
-        "--sensitivity sweeps DeepClean's and SSD's hyperparameters instead.",
+        "--population_models N judges them against N retrains; --sensitivity sweeps DeepClean's and SSD's "
+        "hyperparameters instead.",
     )
     if sens.sensitivity and bench.population_models:
         raise ConfigError("--sensitivity and --population_models are two harnesses: run them one at a time.")
