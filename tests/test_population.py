@@ -121,11 +121,13 @@ def test_a_rerun_with_another_method_trains_only_that_method(first_run, monkeypa
         return real(ctx, scenario, kind, seed)
 
     monkeypatch.setattr(population_mod, "_run_one", counting)
-    assert bench_mod.run(ARGS + ["--methods", "original", "deepclean", "finetune", "--output_dir",
+    # deepclean_auto: its runs get a validation half of the test split and the scenario's criterion
+    assert bench_mod.run(ARGS + ["--methods", "original", "deepclean", "deepclean_auto", "--output_dir",
                                  str(first_run)]) == 0
-    assert ran == ["finetune"] * 6
+    assert ran == ["deepclean_auto"] * 6
     rows = json.loads((first_run / "population.json").read_text())["sections"][0]["methods"]
-    assert set(rows) == {"retrain", "original", "deepclean", "finetune"}
+    assert set(rows) == {"retrain", "original", "deepclean", "deepclean_auto"}
+    assert len(rows["deepclean_auto"]["accuracy"]["unlearned"]["test"]["values"]) == 6
 
 
 @pytest.mark.slow
