@@ -201,19 +201,27 @@ def test_class_forgetting_on_digits_end_to_end(tmp_path, digits, image_processor
     model = load_classifier(None, num_labels=10, architecture="vit", seed=0)
     train_classifier(model, in_memory(digits["train"], image_processor), None, TrainConfig(output_dir=str(tmp_path / "orig"), num_train_epochs=15, learning_rate=2e-3, seed=0, disable_tqdm=True), image_processor)
     splits = split_forget_retain(digits["train"], ForgetSpec(labels=[3]))
+
+    def accuracy():
+        return {
+            name: float((o.predictions == o.labels).mean())
+            for name in ("retain", "forget")
+            for o in [collect_outputs(model, splits[name], image_processor=image_processor)]
+        }
+
+    assert accuracy()["forget"] >= 0.9  # the original knows the class, so forgetting it is a real change
+    # 0.25 and 3 epochs leave a margin on any CPU's trajectory: at 0.15 and 2 the class's head row was only
+    # partly selected on some (forget accuracy 0.29 on a CI machine; 0.075 for seed 11 here).
     trainer = DeepCleanTrainer(
-        model, _config(tmp_path, top_fraction=0.15, num_train_epochs=2, learning_rate=3e-3, weight_decay=0.01,
+        model, _config(tmp_path, top_fraction=0.25, num_train_epochs=3, learning_rate=3e-3, weight_decay=0.01,
                        gradient_accumulation_steps=1, per_device_train_batch_size=32, max_grad_norm=1.0),
         train_dataset=splits["retain"], forget_dataset=splits["forget"], processing_class=image_processor,
     )
     trainer.unlearn()
-    accuracy = {
-        name: float((o.predictions == o.labels).mean())
-        for name in ("retain", "forget")
-        for o in [collect_outputs(model, splits[name], image_processor=image_processor)]
-    }
-    assert accuracy["forget"] <= 0.05
-    assert accuracy["retain"] >= 0.98
+    assert trainer.parameter_mask["classifier.bias"][3]  # the forgotten class's own bias is selected
+    after = accuracy()
+    assert after["forget"] <= 0.05
+    assert after["retain"] >= 0.98
 
 
 @pytest.mark.parametrize("engine", ["fsdp1", "deepspeed"])
